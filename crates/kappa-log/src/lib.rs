@@ -1,0 +1,35 @@
+//! kappa-log: durable storage of one Kafka partition.
+//!
+//! A partition is a directory of segments named by base offset; each segment holds RecordBatch
+//! v2 bytes exactly as producers sent them (with broker-assigned offsets), plus a sparse offset
+//! index and a time index. The crate knows nothing of the network: it appends, reads, looks
+//! up by offset and time, rolls, enforces retention, and recovers a torn tail after a crash.
+
+pub mod batch;
+mod config;
+mod log;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use log::{AppendInfo, Log, ReadResult};
+
+/// Errors of the partition log. Variants map onto Kafka error codes in the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
+    #[error("unsupported record batch magic {0} (only v2 is accepted)")]
+    UnsupportedMagic(i8),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("log directory {0} is invalid: {1}")]
+    InvalidDirectory(String, String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, LogError>;

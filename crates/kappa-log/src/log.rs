@@ -1,0 +1,446 @@
+//! The partition log: an ordered set of segments, appends with offset assignment, reads,
+//! group-committed fsync, retention and crash recovery.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::batch::{self, BatchHeader};
+use crate::segment::Segment;
+use crate::{LogConfig, LogError, Result, TimestampType};
+
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp for LogAppendTime topics, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub records: i64,
+    pub bytes: usize,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    config: LogConfig,
+    scratch: Vec<u8>,
+    closed: bool,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has a segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+    fn next_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+}
+
+/// One partition's log. All methods take `&self`; appends serialize on an internal lock,
+/// reads hold it only to find positions, and fsyncs are shared by concurrent callers.
+pub struct Log {
+    dir: PathBuf,
+    state: Mutex<LogState>,
+    flush_lock: Mutex<()>,
+    /// Offset below which everything is known to be on disk.
+    flushed_offset: AtomicI64,
+    /// Mirrors the log end offset for lock-free readers (metrics, fetch wake-ups).
+    end_offset: AtomicI64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. After an unclean shutdown the active segment is
+    /// read batch by batch, CRC-checked and cut at the first torn or corrupt batch.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
+        std::fs::create_dir_all(dir)?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = clean_marker.exists();
+        let mut bases: Vec<i64> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                let base = stem.parse::<i64>().map_err(|_| {
+                    LogError::InvalidDirectory(dir.display().to_string(), format!("unexpected file {name}"))
+                })?;
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for base in bases {
+            // Rolled segments were fsynced before the next one was created, so only the
+            // active one can hold a torn tail.
+            let recover = !clean && Some(base) == last;
+            let opened = Segment::open(dir, base, recover, config.index_interval_bytes)?;
+            if opened.truncated_bytes > 0 {
+                tracing::warn!(
+                    log = %dir.display(),
+                    segment = base,
+                    bytes = opened.truncated_bytes,
+                    reason = opened.truncation_reason.as_deref().unwrap_or(""),
+                    "recovery cut a torn or corrupt tail"
+                );
+            }
+            segments.insert(base, opened.segment);
+        }
+        let mut log_start_offset = match std::fs::read_to_string(dir.join(LOG_START_FILE)) {
+            Ok(s) => s.trim().parse::<i64>().unwrap_or(0),
+            Err(_) => 0,
+        };
+        if segments.is_empty() {
+            let base = log_start_offset.max(0);
+            segments.insert(base, Segment::create(dir, base, now_ms)?);
+        }
+        let first_base = *segments.keys().next().expect("non-empty");
+        log_start_offset = log_start_offset.max(first_base);
+        let end = segments.values().next_back().expect("non-empty").next_offset;
+        log_start_offset = log_start_offset.min(end);
+        if clean {
+            std::fs::remove_file(&clean_marker)?;
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(LogState {
+                segments,
+                log_start_offset,
+                config,
+                scratch: Vec::new(),
+                closed: false,
+            }),
+            flush_lock: Mutex::new(()),
+            flushed_offset: AtomicI64::new(end),
+            end_offset: AtomicI64::new(end),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding the lock leaves the state as consistent as the file: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.lock().config.clone()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.lock().config = config;
+    }
+
+    /// Offset the next appended record gets (the log end offset, and the high watermark).
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Validates every batch in `records` (a produce request's record set), then assigns
+    /// offsets and appends them all; on any error nothing is written.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        let mut headers = batch::validate_all(records)?;
+        let mut state = self.lock();
+        if state.closed {
+            return Err(LogError::Io(std::io::Error::other("log is closed")));
+        }
+        let max = state.config.max_message_bytes;
+        if let Some(h) = headers.iter().find(|h| h.size > max) {
+            return Err(LogError::MessageTooLarge { size: h.size, max });
+        }
+        let total = records.len();
+        let config = state.config.clone();
+        let active = state.active();
+        let needs_roll = active.size > 0
+            && (active.size + total as u64 > config.segment_bytes
+                || now_ms - active.created_ms >= config.segment_ms);
+        if needs_roll {
+            self.roll(&mut state, now_ms)?;
+        }
+        let base_offset = state.next_offset();
+        let log_append_time = if config.timestamp_type == TimestampType::LogAppendTime {
+            now_ms
+        } else {
+            -1
+        };
+        let mut scratch = std::mem::take(&mut state.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(records);
+        let mut next = base_offset;
+        let mut pos = 0;
+        for header in headers.iter_mut() {
+            let bytes = &mut scratch[pos..pos + header.size];
+            batch::set_base_offset(bytes, next);
+            if log_append_time >= 0 {
+                batch::set_log_append_time(bytes, header.size, log_append_time);
+                header.max_timestamp = log_append_time;
+            }
+            header.base_offset = next;
+            next = header.last_offset() + 1;
+            pos += header.size;
+        }
+        let active = state.active_mut();
+        if active.size == 0 {
+            active.created_ms = now_ms;
+        }
+        let result = active.append(&scratch, &headers, config.index_interval_bytes);
+        state.scratch = scratch;
+        if let Err(e) = result {
+            // The file may hold a partial write past `size`; the next append overwrites it
+            // and recovery would cut it.
+            return Err(e);
+        }
+        self.end_offset.store(next, Ordering::Release);
+        let records_count = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
+        let info = AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time,
+            log_start_offset: state.log_start_offset,
+            records: records_count,
+            bytes: total,
+        };
+        let always_flush = config.flush == crate::FlushPolicy::Always;
+        drop(state);
+        if always_flush {
+            self.flush_to(next)?;
+        }
+        Ok(info)
+    }
+
+    fn roll(&self, state: &mut LogState, now_ms: i64) -> Result<()> {
+        // Make the old segment durable first: recovery relies on only the active one being torn.
+        state.active().flush()?;
+        let base = state.next_offset();
+        let segment = Segment::create(&self.dir, base, now_ms)?;
+        state.segments.insert(base, segment);
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Makes everything below `offset` durable. Concurrent callers share one fsync: whoever
+    /// holds the flush lock syncs all data written so far, the others find their data covered.
+    pub fn flush_to(&self, offset: i64) -> Result<()> {
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let (file, end) = {
+            let state = self.lock();
+            (Arc::clone(&state.active().file), state.next_offset())
+        };
+        // Older segments were synced when they were rolled.
+        file.sync_data()?;
+        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (at least one batch when `at_least_one`), never past `max_offset` (exclusive) if given.
+    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<ReadResult> {
+        let state = self.lock();
+        let end = state.next_offset();
+        let start = state.log_start_offset;
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        let mut out = ReadResult {
+            bytes: Vec::new(),
+            high_watermark: end,
+            log_start_offset: start,
+        };
+        let mut budget = max_bytes;
+        let mut first = at_least_one;
+        for (_, segment) in state.segments.range(..=offset).next_back().into_iter().chain(
+            state
+                .segments
+                .range((std::ops::Bound::Excluded(offset), std::ops::Bound::Unbounded)),
+        ) {
+            if budget == 0 && !first {
+                break;
+            }
+            let Some(pos) = segment.position_of(offset)? else { continue };
+            let chunk = segment.read(pos, budget, first)?;
+            let chunk_len = chunk.len();
+            budget = budget.saturating_sub(chunk.len());
+            if !chunk.is_empty() {
+                first = false;
+            }
+            if out.bytes.is_empty() {
+                out.bytes = chunk;
+            } else {
+                out.bytes.extend_from_slice(&chunk);
+            }
+            if pos + (chunk_len as u64) < segment.size {
+                break; // the budget ran out inside this segment
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first batch whose max timestamp is at least `ts`, with its header: the caller finds
+    /// the exact record inside it. `None` when every record is older.
+    pub fn find_batch_by_time(&self, ts: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+        let state = self.lock();
+        let start = state.log_start_offset;
+        for segment in state.segments.values() {
+            if segment.next_offset <= start {
+                continue;
+            }
+            if let Some(pos) = segment.position_of_time(ts)? {
+                let bytes = segment.read(pos, 0, true)?;
+                let header = BatchHeader::parse(&bytes)?;
+                if header.last_offset() < start {
+                    continue;
+                }
+                return Ok(Some((header, bytes)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the offset of the batch that holds it.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let state = self.lock();
+        state.segments.values().map(|s| s.max_timestamp).max().filter(|t| *t >= 0)
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` and drops segments wholly below it.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let mut state = self.lock();
+        let end = state.next_offset();
+        if offset < 0 || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: state.log_start_offset,
+                end,
+            });
+        }
+        if offset > state.log_start_offset {
+            state.log_start_offset = offset;
+            self.persist_log_start(offset)?;
+            self.drop_segments_below(&mut state, offset)?;
+        }
+        Ok(state.log_start_offset)
+    }
+
+    fn persist_log_start(&self, offset: i64) -> Result<()> {
+        let tmp = self.dir.join(format!("{LOG_START_FILE}.tmp"));
+        std::fs::write(&tmp, offset.to_string())?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(LOG_START_FILE))?;
+        sync_dir(&self.dir)
+    }
+
+    fn drop_segments_below(&self, state: &mut LogState, offset: i64) -> Result<usize> {
+        let mut dropped = 0;
+        loop {
+            let mut iter = state.segments.iter();
+            let (Some((&base, seg)), Some(_)) = (iter.next(), iter.next()) else { break };
+            if seg.next_offset > offset {
+                break;
+            }
+            let segment = state.segments.remove(&base).expect("present");
+            segment.delete()?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (when the cleanup policy deletes): whole
+    /// closed segments go, oldest first, and the log start offset moves. Returns segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let mut state = self.lock();
+        if !state.config.cleanup_policy.deletes() {
+            return Ok(0);
+        }
+        let retention_ms = state.config.retention_ms;
+        let retention_bytes = state.config.retention_bytes;
+        let mut total: i64 = state.segments.values().map(|s| s.size as i64).sum();
+        let mut deleted = 0;
+        while state.segments.len() > 1 {
+            let (&base, oldest) = state.segments.iter().next().expect("non-empty");
+            let expired = retention_ms >= 0 && oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > retention_ms;
+            let over_size = retention_bytes >= 0 && total - oldest.size as i64 >= retention_bytes;
+            if !(expired || over_size) {
+                break;
+            }
+            total -= oldest.size as i64;
+            let next_start = oldest.next_offset;
+            let segment = state.segments.remove(&base).expect("present");
+            segment.delete()?;
+            deleted += 1;
+            if next_start > state.log_start_offset {
+                state.log_start_offset = next_start;
+            }
+        }
+        if deleted > 0 {
+            let start = state.log_start_offset;
+            self.persist_log_start(start)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything and marks the shutdown clean so the next open skips recovery.
+    pub fn close(&self) -> Result<()> {
+        let mut state = self.lock();
+        if state.closed {
+            return Ok(());
+        }
+        for segment in state.segments.values() {
+            segment.flush()?;
+        }
+        state.closed = true;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        std::fs::write(&marker, b"")?;
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Deletes the log's files (topic deletion). The log must not be used afterwards.
+    pub fn delete(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.closed = true;
+        std::fs::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! One segment: a `.log` file of whole record batches plus its sparse `.index`
+//! (relative offset -> file position) and `.timeindex` (max timestamp so far -> relative offset).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::{LogError, Result};
+
+const OFFSET_ENTRY: usize = 8;
+const TIME_ENTRY: usize = 12;
+
+pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+fn index_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+fn time_index_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.timeindex"))
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub file: Arc<File>,
+    /// Bytes of whole batches in the file.
+    pub size: u64,
+    /// Offset after the last record of the segment (== base_offset when empty).
+    pub next_offset: i64,
+    /// Largest batch max-timestamp in the segment; -1 when empty.
+    pub max_timestamp: i64,
+    /// Wall-clock time of the first append (or file mtime on reopen), for `segment.ms`.
+    pub created_ms: i64,
+    offset_index: Vec<(u32, u32)>,
+    time_index: Vec<(i64, u32)>,
+    index_file: File,
+    time_index_file: File,
+    bytes_since_index: u64,
+    dir: PathBuf,
+}
+
+/// What opening a segment found.
+pub(crate) struct Opened {
+    pub segment: Segment,
+    /// Bytes cut from a torn or corrupt tail (0 when the file was whole).
+    pub truncated_bytes: u64,
+    pub truncation_reason: Option<String>,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(log_path(dir, base_offset))?;
+        let (index_file, time_index_file) = open_index_files(dir, base_offset, true)?;
+        Ok(Segment {
+            base_offset,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            index_file,
+            time_index_file,
+            bytes_since_index: 0,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing segment. With `recover`, every batch is read and CRC-checked and a bad
+    /// tail is cut; otherwise the indexes are loaded and trusted when they are consistent.
+    pub fn open(dir: &Path, base_offset: i64, recover: bool, index_interval: u64) -> Result<Opened> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let meta = file.metadata()?;
+        let file_len = meta.len();
+        let created_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut segment = Segment {
+            base_offset,
+            file: Arc::new(file),
+            size: file_len,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            created_ms,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            index_file: File::open("/dev/null")?,
+            time_index_file: File::open("/dev/null")?,
+            bytes_since_index: 0,
+            dir: dir.to_path_buf(),
+        };
+        if !recover {
+            if let Some((offset_index, time_index)) = segment.load_indexes(file_len)? {
+                segment.offset_index = offset_index;
+                segment.time_index = time_index;
+                let (index_file, time_index_file) = open_index_files(dir, base_offset, false)?;
+                segment.index_file = index_file;
+                segment.time_index_file = time_index_file;
+                // Only the tail after the last index entry needs reading to learn the end.
+                let from = segment.offset_index.last().map(|e| e.1 as u64).unwrap_or(0);
+                if let Some(cut) = segment.scan_tail(from, false)? {
+                    return Err(LogError::InvalidDirectory(
+                        path.display().to_string(),
+                        format!("segment tail is inconsistent ({cut}) after a clean shutdown"),
+                    ));
+                }
+                segment.max_timestamp = segment
+                    .max_timestamp
+                    .max(segment.time_index.last().map(|e| e.0).unwrap_or(-1));
+                return Ok(Opened {
+                    segment,
+                    truncated_bytes: 0,
+                    truncation_reason: None,
+                });
+            }
+            tracing::warn!(segment = %path.display(), "index missing or inconsistent, rebuilding");
+        }
+        // Full scan: rebuild both indexes, validate every batch, cut a bad tail.
+        let (index_file, time_index_file) = open_index_files(dir, base_offset, true)?;
+        segment.index_file = index_file;
+        segment.time_index_file = time_index_file;
+        segment.size = 0;
+        let reason = segment.scan_rebuild(file_len, index_interval)?;
+        let truncated_bytes = file_len - segment.size;
+        if truncated_bytes > 0 {
+            segment.file.set_len(segment.size)?;
+            segment.file.sync_all()?;
+        }
+        Ok(Opened {
+            segment,
+            truncated_bytes,
+            truncation_reason: reason,
+        })
+    }
+
+    fn load_indexes(&self, file_len: u64) -> Result<Option<(Vec<(u32, u32)>, Vec<(i64, u32)>)>> {
+        let (Ok(raw), Ok(raw_time)) = (
+            std::fs::read(index_path(&self.dir, self.base_offset)),
+            std::fs::read(time_index_path(&self.dir, self.base_offset)),
+        ) else {
+            return Ok(None);
+        };
+        if raw.len() % OFFSET_ENTRY != 0 || raw_time.len() % TIME_ENTRY != 0 {
+            return Ok(None);
+        }
+        let offsets: Vec<(u32, u32)> = raw
+            .chunks_exact(OFFSET_ENTRY)
+            .map(|c| {
+                (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect();
+        let times: Vec<(i64, u32)> = raw_time
+            .chunks_exact(TIME_ENTRY)
+            .map(|c| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&c[..8]);
+                (
+                    i64::from_be_bytes(ts),
+                    u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+                )
+            })
+            .collect();
+        let offsets_ok = offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && offsets.last().is_none_or(|e| (e.1 as u64) < file_len)
+            && (file_len == 0 || offsets.first().is_some_and(|e| e.1 == 0));
+        let times_ok = times.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+            && times
+                .last()
+                .is_none_or(|e| offsets.last().is_some_and(|o| e.1 <= o.0));
+        Ok((offsets_ok && times_ok).then_some((offsets, times)))
+    }
+
+    /// Reads batch headers from `from` to the end of the file, updating `size`, `next_offset`
+    /// and `max_timestamp`. Returns a description of the first inconsistency, if any.
+    fn scan_tail(&mut self, from: u64, _check_crc: bool) -> Result<Option<String>> {
+        let file_len = self.size;
+        let mut pos = from;
+        let mut header_buf = [0u8; HEADER_LEN];
+        while pos < file_len {
+            if file_len - pos < HEADER_LEN as u64 {
+                return Ok(Some(format!("{} stray bytes at {pos}", file_len - pos)));
+            }
+            self.file.read_exact_at(&mut header_buf, pos)?;
+            let header = match BatchHeader::parse(&header_buf) {
+                Ok(h) => h,
+                Err(e) => return Ok(Some(e.to_string())),
+            };
+            if pos + header.size as u64 > file_len {
+                return Ok(Some(format!("batch at {pos} runs past the end")));
+            }
+            self.next_offset = header.last_offset() + 1;
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+            pos += header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads and validates every batch, rebuilding the indexes; stops at the first bad batch.
+    fn scan_rebuild(&mut self, file_len: u64, index_interval: u64) -> Result<Option<String>> {
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        let mut header_buf = [0u8; HEADER_LEN];
+        let mut expected_base = self.base_offset;
+        while pos < file_len {
+            if file_len - pos < HEADER_LEN as u64 {
+                return Ok(Some(format!("{} trailing bytes hold no whole batch header", file_len - pos)));
+            }
+            self.file.read_exact_at(&mut header_buf, pos)?;
+            let header = match BatchHeader::parse(&header_buf) {
+                Ok(h) => h,
+                Err(e) => return Ok(Some(e.to_string())),
+            };
+            if pos + header.size as u64 > file_len {
+                return Ok(Some(format!(
+                    "batch at position {pos} declares {} bytes, only {} remain",
+                    header.size,
+                    file_len - pos
+                )));
+            }
+            if header.base_offset < expected_base {
+                return Ok(Some(format!(
+                    "batch at position {pos} has offset {} below {expected_base}",
+                    header.base_offset
+                )));
+            }
+            buf.resize(header.size, 0);
+            self.file.read_exact_at(&mut buf, pos)?;
+            if let Err(e) = batch::validate(&buf) {
+                return Ok(Some(e.to_string()));
+            }
+            self.index_batch(&header, index_interval)?;
+            self.size = pos + header.size as u64;
+            expected_base = header.last_offset() + 1;
+            pos = self.size;
+        }
+        Ok(None)
+    }
+
+    /// Appends whole, already validated and offset-stamped batches.
+    pub fn append(&mut self, data: &[u8], headers: &[BatchHeader], index_interval: u64) -> Result<()> {
+        self.file.write_all_at(data, self.size)?;
+        for header in headers {
+            self.index_batch(header, index_interval)?;
+            self.size += header.size as u64;
+        }
+        Ok(())
+    }
+
+    /// Updates in-memory state and the indexes for a batch written at `self.size`.
+    fn index_batch(&mut self, header: &BatchHeader, index_interval: u64) -> Result<()> {
+        let rel = (header.base_offset - self.base_offset) as u32;
+        let pos = self.size as u32;
+        if self.offset_index.is_empty() || self.bytes_since_index >= index_interval {
+            self.offset_index.push((rel, pos));
+            let mut entry = [0u8; OFFSET_ENTRY];
+            entry[..4].copy_from_slice(&rel.to_be_bytes());
+            entry[4..].copy_from_slice(&pos.to_be_bytes());
+            let at = ((self.offset_index.len() - 1) * OFFSET_ENTRY) as u64;
+            self.index_file.write_all_at(&entry, at)?;
+            self.bytes_since_index = 0;
+            if header.max_timestamp > self.time_index.last().map(|e| e.0).unwrap_or(-1)
+                && header.max_timestamp > self.max_timestamp
+            {
+                // Time entries mark indexed batches whose max timestamp is a new high.
+                self.time_index.push((header.max_timestamp, rel));
+                let mut entry = [0u8; TIME_ENTRY];
+                entry[..8].copy_from_slice(&header.max_timestamp.to_be_bytes());
+                entry[8..].copy_from_slice(&rel.to_be_bytes());
+                let at = ((self.time_index.len() - 1) * TIME_ENTRY) as u64;
+                self.time_index_file.write_all_at(&entry, at)?;
+            }
+        }
+        self.bytes_since_index += header.size as u64;
+        self.next_offset = header.last_offset() + 1;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        Ok(())
+    }
+
+    /// File position of the batch that holds `offset` (or the first batch after it).
+    /// `None` when the segment holds nothing at or after `offset`.
+    pub fn position_of(&self, offset: i64) -> Result<Option<u64>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let idx = self.offset_index.partition_point(|e| e.0 <= rel);
+        let start = if idx == 0 { 0 } else { self.offset_index[idx - 1].1 as u64 };
+        self.scan_headers(start, |h| h.last_offset() >= offset)
+    }
+
+    /// Position of the first batch whose max timestamp is at least `ts`.
+    pub fn position_of_time(&self, ts: i64) -> Result<Option<u64>> {
+        if self.max_timestamp < ts {
+            return Ok(None);
+        }
+        // The last time entry below `ts` marks a batch that (with all before it) is too early.
+        let idx = self.time_index.partition_point(|e| e.0 < ts);
+        let start = if idx == 0 {
+            0
+        } else {
+            let rel = self.time_index[idx - 1].1;
+            let i = self.offset_index.partition_point(|e| e.0 <= rel);
+            if i == 0 { 0 } else { self.offset_index[i - 1].1 as u64 }
+        };
+        self.scan_headers(start, |h| h.max_timestamp >= ts)
+    }
+
+    fn scan_headers(&self, mut pos: u64, mut found: impl FnMut(&BatchHeader) -> bool) -> Result<Option<u64>> {
+        let mut header_buf = [0u8; HEADER_LEN];
+        while pos + HEADER_LEN as u64 <= self.size {
+            self.file.read_exact_at(&mut header_buf, pos)?;
+            let header = BatchHeader::parse(&header_buf)?;
+            if found(&header) {
+                return Ok(Some(pos));
+            }
+            pos += header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads up to `max` bytes of whole batches from `pos`; at least one whole batch when
+    /// `at_least_one` (Kafka returns an oversized first batch rather than nothing).
+    pub fn read(&self, pos: u64, max: usize, at_least_one: bool) -> Result<Vec<u8>> {
+        let available = (self.size - pos) as usize;
+        let mut len = available.min(max);
+        if at_least_one && len < HEADER_LEN.min(available) {
+            len = HEADER_LEN.min(available);
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, pos)?;
+        let mut whole = batch::whole_batches_len(&buf);
+        if whole == 0 && at_least_one && len >= HEADER_LEN {
+            let header = BatchHeader::parse(&buf)?;
+            buf.resize(header.size.min(available), 0);
+            self.file.read_exact_at(&mut buf, pos)?;
+            whole = buf.len();
+        }
+        buf.truncate(whole);
+        Ok(buf)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.file.sync_data()?;
+        self.index_file.sync_data()?;
+        self.time_index_file.sync_data()?;
+        Ok(())
+    }
+
+    pub fn delete(self) -> Result<()> {
+        for path in [
+            log_path(&self.dir, self.base_offset),
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_index_files(dir: &Path, base: i64, truncate: bool) -> Result<(File, File)> {
+    let open = |p: PathBuf| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(p)
+    };
+    Ok((open(index_path(dir, base))?, open(time_index_path(dir, base))?))
+}

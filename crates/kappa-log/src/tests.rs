@@ -1,0 +1,273 @@
+//! Behaviour of the partition log as the broker relies on it.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+
+use crate::batch::tests::make_batch;
+use crate::batch::{self, BatchHeader};
+use crate::{Log, LogConfig, LogError};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `n` batches with random sizes; returns each batch's (base, last, max_ts).
+fn fill(log: &Log, n: usize, seed: u64) -> Vec<(i64, i64, i64)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut ts = 1_000_000;
+    for _ in 0..n {
+        let count = rng.random_range(1..20);
+        ts += rng.random_range(0..50);
+        let b = make_batch(count, ts, rng.random_range(0..600));
+        let info = log.append(&b, ts).unwrap();
+        out.push((info.base_offset, info.last_offset, ts + count as i64 - 1));
+    }
+    out
+}
+
+fn batches_in(bytes: &[u8]) -> Vec<BatchHeader> {
+    batch::validate_all(bytes).unwrap()
+}
+
+#[test]
+fn append_assigns_consecutive_offsets_and_reads_back_at_random_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let written = fill(&log, 400, 1);
+    assert!(log.segment_count() > 3, "small segment.bytes must have rolled");
+    for w in written.windows(2) {
+        assert_eq!(w[1].0, w[0].1 + 1);
+    }
+    let end = log.end_offset();
+    assert_eq!(end, written.last().unwrap().1 + 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..500 {
+        let offset = rng.random_range(0..end);
+        let max = rng.random_range(1..5000);
+        let read = log.read(offset, max, true).unwrap();
+        let headers = batches_in(&read.bytes);
+        let first = headers[0];
+        assert!(first.base_offset <= offset && offset <= first.last_offset(), "offset {offset} not in first batch {first:?}");
+        assert!(read.bytes.len() <= max || headers.len() == 1);
+        for pair in headers.windows(2) {
+            assert_eq!(pair[1].base_offset, pair[0].last_offset() + 1, "reads span segments contiguously");
+        }
+    }
+    // Reading everything returns every batch exactly once, in order.
+    let all = log.read(0, usize::MAX / 2, true).unwrap();
+    let headers = batches_in(&all.bytes);
+    assert_eq!(headers.len(), written.len());
+    assert_eq!(log.read(end, 1000, true).unwrap().bytes.len(), 0);
+    assert!(matches!(log.read(end + 1, 1000, true), Err(LogError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn timestamp_lookup_finds_first_batch_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let written = fill(&log, 300, 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let last_ts = written.last().unwrap().2;
+    for _ in 0..400 {
+        let ts = rng.random_range(999_000..last_ts + 100);
+        let expected = written.iter().find(|w| w.2 >= ts).map(|w| w.0);
+        let found = log.find_batch_by_time(ts).unwrap().map(|(h, _)| h.base_offset);
+        assert_eq!(found, expected, "lookup of {ts}");
+    }
+}
+
+#[test]
+fn oversized_and_corrupt_batches_leave_the_log_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { max_message_bytes: 1000, ..small_config() };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    log.append(&make_batch(1, 0, 10), 0).unwrap();
+    let big = make_batch(1, 0, 2000);
+    assert!(matches!(log.append(&big, 0), Err(LogError::MessageTooLarge { .. })));
+    let mut bad = make_batch(2, 0, 100);
+    bad[80] ^= 1;
+    // A valid batch followed by a corrupt one: neither is written.
+    let mut two = make_batch(1, 0, 10);
+    two.extend_from_slice(&bad);
+    assert!(matches!(log.append(&two, 0), Err(LogError::CorruptBatch(_))));
+    assert!(log.append(&[1, 2, 3], 0).is_err());
+    assert_eq!(log.end_offset(), 1);
+    assert_eq!(log.size_bytes(), make_batch(1, 0, 10).len() as u64);
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_ms: 1000, ..small_config() };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    log.append(&make_batch(1, 0, 10), 0).unwrap();
+    log.append(&make_batch(1, 0, 10), 500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&make_batch(1, 0, 10), 1500).unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn retention_by_size_and_time_deletes_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let written = fill(&log, 300, 4);
+    let segments = log.segment_count();
+    let size = log.size_bytes();
+    log.set_config(LogConfig { retention_bytes: (size / 2) as i64, ..small_config() });
+    let deleted = log.enforce_retention(0).unwrap();
+    assert!(deleted > 0 && deleted < segments);
+    assert!(log.size_bytes() <= size / 2 + 16 * 1024);
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert!(matches!(log.read(start - 1, 100, true), Err(LogError::OffsetOutOfRange { .. })));
+    let first = batches_in(&log.read(start, 100, true).unwrap().bytes)[0];
+    assert_eq!(first.base_offset, start);
+
+    // Time: everything older than retention.ms goes except the active segment.
+    let last_ts = written.last().unwrap().2;
+    log.set_config(LogConfig { retention_ms: 10, ..small_config() });
+    log.enforce_retention(last_ts + 1_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    // The start offset survives a restart.
+    let start = log.log_start_offset();
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_start_offset(), start);
+}
+
+#[test]
+fn delete_records_moves_start_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    fill(&log, 200, 5);
+    let before = log.segment_count();
+    assert_eq!(log.delete_records_before(500).unwrap(), 500);
+    assert!(log.segment_count() < before);
+    assert!(log.read(499, 10, true).is_err());
+    let h = batches_in(&log.read(500, 10, true).unwrap().bytes)[0];
+    assert!(h.base_offset <= 500 && h.last_offset() >= 500);
+    assert!(log.delete_records_before(log.end_offset() + 1).is_err());
+}
+
+fn last_segment_file(dir: &Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn recovery_cuts_a_torn_tail_at_every_byte_of_the_last_batch() {
+    let template = tempfile::tempdir().unwrap();
+    let (end_before_last, last_len) = {
+        let log = Log::open(template.path(), small_config(), 0).unwrap();
+        fill(&log, 30, 6);
+        let before = log.end_offset();
+        let last = make_batch(7, 5_000_000, 300);
+        log.append(&last, 0).unwrap();
+        log.flush_to(log.end_offset()).unwrap();
+        (before, last.len())
+        // dropped without close(): an unclean shutdown
+    };
+    let file = last_segment_file(template.path());
+    let full_len = std::fs::metadata(&file).unwrap().len();
+    for cut in 1..=last_len as u64 {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(template.path()).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(dir.path().join(file.file_name().unwrap())).unwrap();
+        f.set_len(full_len - cut).unwrap();
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.end_offset(), end_before_last, "cut {cut}");
+        // The log takes appends again where it was cut, and they read back.
+        let info = log.append(&make_batch(2, 0, 10), 0).unwrap();
+        assert_eq!(info.base_offset, end_before_last);
+        let h = batches_in(&log.read(end_before_last, 1000, true).unwrap().bytes);
+        assert_eq!(h.len(), 1);
+    }
+}
+
+#[test]
+fn recovery_cuts_from_a_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (offsets, sizes) = {
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let mut offsets = Vec::new();
+        let mut sizes = Vec::new();
+        for i in 0..10 {
+            let b = make_batch(3, i, 200);
+            sizes.push(b.len());
+            offsets.push(log.append(&b, 0).unwrap().base_offset);
+        }
+        (offsets, sizes)
+    };
+    let file = last_segment_file(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let sixth: usize = sizes[..6].iter().sum();
+    bytes[sixth + 100] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.end_offset(), offsets[6]);
+    assert_eq!(log.size_bytes(), sixth as u64);
+}
+
+#[test]
+fn clean_reopen_keeps_state_and_rebuilds_missing_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = {
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        let w = fill(&log, 200, 8);
+        log.close().unwrap();
+        w
+    };
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.to_string_lossy().ends_with("0.index") {
+            std::fs::remove_file(p).unwrap();
+            break;
+        }
+    }
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.end_offset(), written.last().unwrap().1 + 1);
+    for w in written.iter().step_by(7) {
+        let h = batches_in(&log.read(w.0, 10, true).unwrap().bytes)[0];
+        assert_eq!((h.base_offset, h.last_offset()), (w.0, w.1));
+        let t = log.find_batch_by_time(w.2).unwrap().unwrap().0;
+        assert!(t.max_timestamp >= w.2 && t.base_offset <= w.0);
+    }
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Log::open(dir.path(), small_config(), 0).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let info = log.append(&make_batch(2, 0, 100), 0).unwrap();
+                    log.flush_to(info.last_offset + 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.end_offset(), 800);
+    let all = log.read(0, usize::MAX / 2, true).unwrap();
+    assert_eq!(batches_in(&all.bytes).len(), 400);
+}
