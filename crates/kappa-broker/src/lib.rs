@@ -1,1 +1,15 @@
-//! placeholder
+//! kappa-broker: a single-node broker that speaks the Apache Kafka wire protocol.
+//!
+//! It frames and decodes requests with the `kafka-protocol` crate, keeps topics and their
+//! partition logs (kappa-log), and answers as a Kafka broker would, error codes included.
+//! It knows nothing of SQL or the registry.
+
+pub mod config;
+mod handlers;
+pub mod metrics;
+mod server;
+pub mod topics;
+
+pub use config::BrokerConfig;
+pub use handlers::supported_versions;
+pub use server::{Broker, BrokerError};

@@ -43,10 +43,16 @@ struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
     }
     fn next_offset(&self) -> i64 {
         self.active().next_offset
@@ -78,7 +84,10 @@ impl Log {
             let name = name.to_string_lossy();
             if let Some(stem) = name.strip_suffix(".log") {
                 let base = stem.parse::<i64>().map_err(|_| {
-                    LogError::InvalidDirectory(dir.display().to_string(), format!("unexpected file {name}"))
+                    LogError::InvalidDirectory(
+                        dir.display().to_string(),
+                        format!("unexpected file {name}"),
+                    )
                 })?;
                 bases.push(base);
             }
@@ -112,7 +121,11 @@ impl Log {
         }
         let first_base = *segments.keys().next().expect("non-empty");
         log_start_offset = log_start_offset.max(first_base);
-        let end = segments.values().next_back().expect("non-empty").next_offset;
+        let end = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .next_offset;
         log_start_offset = log_start_offset.min(end);
         if clean {
             std::fs::remove_file(&clean_marker)?;
@@ -285,15 +298,22 @@ impl Log {
         };
         let mut budget = max_bytes;
         let mut first = at_least_one;
-        for (_, segment) in state.segments.range(..=offset).next_back().into_iter().chain(
-            state
-                .segments
-                .range((std::ops::Bound::Excluded(offset), std::ops::Bound::Unbounded)),
-        ) {
+        for (_, segment) in state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(state.segments.range((
+                std::ops::Bound::Excluded(offset),
+                std::ops::Bound::Unbounded,
+            )))
+        {
             if budget == 0 && !first {
                 break;
             }
-            let Some(pos) = segment.position_of(offset)? else { continue };
+            let Some(pos) = segment.position_of(offset)? else {
+                continue;
+            };
             let chunk = segment.read(pos, budget, first)?;
             let chunk_len = chunk.len();
             budget = budget.saturating_sub(chunk.len());
@@ -336,7 +356,12 @@ impl Log {
     /// The largest timestamp in the log and the offset of the batch that holds it.
     pub fn max_timestamp(&self) -> Option<i64> {
         let state = self.lock();
-        state.segments.values().map(|s| s.max_timestamp).max().filter(|t| *t >= 0)
+        state
+            .segments
+            .values()
+            .map(|s| s.max_timestamp)
+            .max()
+            .filter(|t| *t >= 0)
     }
 
     /// DeleteRecords: moves the log start offset to `offset` and drops segments wholly below it.
@@ -370,7 +395,9 @@ impl Log {
         let mut dropped = 0;
         loop {
             let mut iter = state.segments.iter();
-            let (Some((&base, seg)), Some(_)) = (iter.next(), iter.next()) else { break };
+            let (Some((&base, seg)), Some(_)) = (iter.next(), iter.next()) else {
+                break;
+            };
             if seg.next_offset > offset {
                 break;
             }
@@ -394,7 +421,9 @@ impl Log {
         let mut deleted = 0;
         while state.segments.len() > 1 {
             let (&base, oldest) = state.segments.iter().next().expect("non-empty");
-            let expired = retention_ms >= 0 && oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > retention_ms;
+            let expired = retention_ms >= 0
+                && oldest.max_timestamp >= 0
+                && now_ms - oldest.max_timestamp > retention_ms;
             let over_size = retention_bytes >= 0 && total - oldest.size as i64 >= retention_bytes;
             if !(expired || over_size) {
                 break;

@@ -76,7 +76,12 @@ impl Segment {
 
     /// Opens an existing segment. With `recover`, every batch is read and CRC-checked and a bad
     /// tail is cut; otherwise the indexes are loaded and trusted when they are consistent.
-    pub fn open(dir: &Path, base_offset: i64, recover: bool, index_interval: u64) -> Result<Opened> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        recover: bool,
+        index_interval: u64,
+    ) -> Result<Opened> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let meta = file.metadata()?;
@@ -175,10 +180,14 @@ impl Segment {
                 )
             })
             .collect();
-        let offsets_ok = offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+        let offsets_ok = offsets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
             && offsets.last().is_none_or(|e| (e.1 as u64) < file_len)
             && (file_len == 0 || offsets.first().is_some_and(|e| e.1 == 0));
-        let times_ok = times.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+        let times_ok = times
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
             && times
                 .last()
                 .is_none_or(|e| offsets.last().is_some_and(|o| e.1 <= o.0));
@@ -218,7 +227,10 @@ impl Segment {
         let mut expected_base = self.base_offset;
         while pos < file_len {
             if file_len - pos < HEADER_LEN as u64 {
-                return Ok(Some(format!("{} trailing bytes hold no whole batch header", file_len - pos)));
+                return Ok(Some(format!(
+                    "{} trailing bytes hold no whole batch header",
+                    file_len - pos
+                )));
             }
             self.file.read_exact_at(&mut header_buf, pos)?;
             let header = match BatchHeader::parse(&header_buf) {
@@ -252,7 +264,12 @@ impl Segment {
     }
 
     /// Appends whole, already validated and offset-stamped batches.
-    pub fn append(&mut self, data: &[u8], headers: &[BatchHeader], index_interval: u64) -> Result<()> {
+    pub fn append(
+        &mut self,
+        data: &[u8],
+        headers: &[BatchHeader],
+        index_interval: u64,
+    ) -> Result<()> {
         self.file.write_all_at(data, self.size)?;
         for header in headers {
             self.index_batch(header, index_interval)?;
@@ -299,7 +316,11 @@ impl Segment {
         }
         let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
         let idx = self.offset_index.partition_point(|e| e.0 <= rel);
-        let start = if idx == 0 { 0 } else { self.offset_index[idx - 1].1 as u64 };
+        let start = if idx == 0 {
+            0
+        } else {
+            self.offset_index[idx - 1].1 as u64
+        };
         self.scan_headers(start, |h| h.last_offset() >= offset)
     }
 
@@ -315,12 +336,20 @@ impl Segment {
         } else {
             let rel = self.time_index[idx - 1].1;
             let i = self.offset_index.partition_point(|e| e.0 <= rel);
-            if i == 0 { 0 } else { self.offset_index[i - 1].1 as u64 }
+            if i == 0 {
+                0
+            } else {
+                self.offset_index[i - 1].1 as u64
+            }
         };
         self.scan_headers(start, |h| h.max_timestamp >= ts)
     }
 
-    fn scan_headers(&self, mut pos: u64, mut found: impl FnMut(&BatchHeader) -> bool) -> Result<Option<u64>> {
+    fn scan_headers(
+        &self,
+        mut pos: u64,
+        mut found: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<u64>> {
         let mut header_buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= self.size {
             self.file.read_exact_at(&mut header_buf, pos)?;
@@ -386,5 +415,8 @@ fn open_index_files(dir: &Path, base: i64, truncate: bool) -> Result<(File, File
             .truncate(truncate)
             .open(p)
     };
-    Ok((open(index_path(dir, base))?, open(time_index_path(dir, base))?))
+    Ok((
+        open(index_path(dir, base))?,
+        open(time_index_path(dir, base))?,
+    ))
 }

@@ -40,7 +40,10 @@ fn append_assigns_consecutive_offsets_and_reads_back_at_random_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     let written = fill(&log, 400, 1);
-    assert!(log.segment_count() > 3, "small segment.bytes must have rolled");
+    assert!(
+        log.segment_count() > 3,
+        "small segment.bytes must have rolled"
+    );
     for w in written.windows(2) {
         assert_eq!(w[1].0, w[0].1 + 1);
     }
@@ -53,10 +56,17 @@ fn append_assigns_consecutive_offsets_and_reads_back_at_random_offsets() {
         let read = log.read(offset, max, true).unwrap();
         let headers = batches_in(&read.bytes);
         let first = headers[0];
-        assert!(first.base_offset <= offset && offset <= first.last_offset(), "offset {offset} not in first batch {first:?}");
+        assert!(
+            first.base_offset <= offset && offset <= first.last_offset(),
+            "offset {offset} not in first batch {first:?}"
+        );
         assert!(read.bytes.len() <= max || headers.len() == 1);
         for pair in headers.windows(2) {
-            assert_eq!(pair[1].base_offset, pair[0].last_offset() + 1, "reads span segments contiguously");
+            assert_eq!(
+                pair[1].base_offset,
+                pair[0].last_offset() + 1,
+                "reads span segments contiguously"
+            );
         }
     }
     // Reading everything returns every batch exactly once, in order.
@@ -64,7 +74,10 @@ fn append_assigns_consecutive_offsets_and_reads_back_at_random_offsets() {
     let headers = batches_in(&all.bytes);
     assert_eq!(headers.len(), written.len());
     assert_eq!(log.read(end, 1000, true).unwrap().bytes.len(), 0);
-    assert!(matches!(log.read(end + 1, 1000, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(end + 1, 1000, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -77,7 +90,10 @@ fn timestamp_lookup_finds_first_batch_at_or_after() {
     for _ in 0..400 {
         let ts = rng.random_range(999_000..last_ts + 100);
         let expected = written.iter().find(|w| w.2 >= ts).map(|w| w.0);
-        let found = log.find_batch_by_time(ts).unwrap().map(|(h, _)| h.base_offset);
+        let found = log
+            .find_batch_by_time(ts)
+            .unwrap()
+            .map(|(h, _)| h.base_offset);
         assert_eq!(found, expected, "lookup of {ts}");
     }
 }
@@ -85,17 +101,26 @@ fn timestamp_lookup_finds_first_batch_at_or_after() {
 #[test]
 fn oversized_and_corrupt_batches_leave_the_log_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { max_message_bytes: 1000, ..small_config() };
+    let config = LogConfig {
+        max_message_bytes: 1000,
+        ..small_config()
+    };
     let log = Log::open(dir.path(), config, 0).unwrap();
     log.append(&make_batch(1, 0, 10), 0).unwrap();
     let big = make_batch(1, 0, 2000);
-    assert!(matches!(log.append(&big, 0), Err(LogError::MessageTooLarge { .. })));
+    assert!(matches!(
+        log.append(&big, 0),
+        Err(LogError::MessageTooLarge { .. })
+    ));
     let mut bad = make_batch(2, 0, 100);
     bad[80] ^= 1;
     // A valid batch followed by a corrupt one: neither is written.
     let mut two = make_batch(1, 0, 10);
     two.extend_from_slice(&bad);
-    assert!(matches!(log.append(&two, 0), Err(LogError::CorruptBatch(_))));
+    assert!(matches!(
+        log.append(&two, 0),
+        Err(LogError::CorruptBatch(_))
+    ));
     assert!(log.append(&[1, 2, 3], 0).is_err());
     assert_eq!(log.end_offset(), 1);
     assert_eq!(log.size_bytes(), make_batch(1, 0, 10).len() as u64);
@@ -104,7 +129,10 @@ fn oversized_and_corrupt_batches_leave_the_log_untouched() {
 #[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { segment_ms: 1000, ..small_config() };
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..small_config()
+    };
     let log = Log::open(dir.path(), config, 0).unwrap();
     log.append(&make_batch(1, 0, 10), 0).unwrap();
     log.append(&make_batch(1, 0, 10), 500).unwrap();
@@ -120,19 +148,28 @@ fn retention_by_size_and_time_deletes_whole_old_segments() {
     let written = fill(&log, 300, 4);
     let segments = log.segment_count();
     let size = log.size_bytes();
-    log.set_config(LogConfig { retention_bytes: (size / 2) as i64, ..small_config() });
+    log.set_config(LogConfig {
+        retention_bytes: (size / 2) as i64,
+        ..small_config()
+    });
     let deleted = log.enforce_retention(0).unwrap();
     assert!(deleted > 0 && deleted < segments);
     assert!(log.size_bytes() <= size / 2 + 16 * 1024);
     let start = log.log_start_offset();
     assert!(start > 0);
-    assert!(matches!(log.read(start - 1, 100, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(start - 1, 100, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     let first = batches_in(&log.read(start, 100, true).unwrap().bytes)[0];
     assert_eq!(first.base_offset, start);
 
     // Time: everything older than retention.ms goes except the active segment.
     let last_ts = written.last().unwrap().2;
-    log.set_config(LogConfig { retention_ms: 10, ..small_config() });
+    log.set_config(LogConfig {
+        retention_ms: 10,
+        ..small_config()
+    });
     log.enforce_retention(last_ts + 1_000_000).unwrap();
     assert_eq!(log.segment_count(), 1);
     // The start offset survives a restart.
@@ -187,7 +224,10 @@ fn recovery_cuts_a_torn_tail_at_every_byte_of_the_last_batch() {
             let p = entry.unwrap().path();
             std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
         }
-        let f = std::fs::OpenOptions::new().write(true).open(dir.path().join(file.file_name().unwrap())).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(file.file_name().unwrap()))
+            .unwrap();
         f.set_len(full_len - cut).unwrap();
         let log = Log::open(dir.path(), small_config(), 0).unwrap();
         assert_eq!(log.end_offset(), end_before_last, "cut {cut}");

@@ -1,1 +1,57 @@
-fn main() {}
+//! The `kappa` binary: `kappa dev` runs everything on one machine; the other commands are
+//! Kafka clients (they work against Kappa or any Kafka cluster).
+
+mod bench;
+mod client;
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kappa",
+    version,
+    about = "Kappa: Kafka-compatible streaming in one program"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (and the HTTP endpoints) on this machine with zero configuration.
+    Dev(dev::DevArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(client::TopicCommand),
+    /// Produce lines from stdin to a topic.
+    Produce(client::ProduceArgs),
+    /// Print records of a topic.
+    Consume(client::ConsumeArgs),
+    /// Measure produce or consume throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Topic(cmd) => client::topic(cmd).await,
+            Command::Produce(args) => client::produce(args).await,
+            Command::Consume(args) => client::consume(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    })
+}

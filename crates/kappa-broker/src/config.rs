@@ -1,0 +1,75 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the embedded broker (the `[broker]` table of the TOML file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    /// Address the Kafka listener binds.
+    pub listen: String,
+    /// host:port clients are told to connect to; defaults to the listen address.
+    pub advertised_listener: Option<String>,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    /// Largest request frame a client may make the broker allocate.
+    pub max_request_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
+    pub flush: String,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_segment_bytes: i64,
+    pub log_segment_ms: i64,
+    pub message_max_bytes: i64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("kappa-data"),
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            node_id: 0,
+            auto_create_topics: true,
+            num_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            retention_check_interval_ms: 30_000,
+            flush: "on-demand".into(),
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_segment_bytes: 1 << 30,
+            log_segment_ms: 7 * 24 * 3600 * 1000,
+            message_max_bytes: 1_048_588,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Broker-wide defaults under their topic-config names.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        [
+            ("cleanup.policy", "delete".to_string()),
+            ("retention.ms", self.log_retention_ms.to_string()),
+            ("retention.bytes", self.log_retention_bytes.to_string()),
+            ("segment.bytes", self.log_segment_bytes.to_string()),
+            ("segment.ms", self.log_segment_ms.to_string()),
+            ("max.message.bytes", self.message_max_bytes.to_string()),
+            ("message.timestamp.type", "CreateTime".to_string()),
+            ("delete.retention.ms", "86400000".to_string()),
+            ("min.compaction.lag.ms", "0".to_string()),
+            ("min.insync.replicas", "1".to_string()),
+            ("compression.type", "producer".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub fn flush_always(&self) -> bool {
+        self.flush == "always"
+    }
+}

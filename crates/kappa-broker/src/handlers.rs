@@ -1,0 +1,1043 @@
+//! One function per Kafka API. Each turns a decoded request into a response; errors go into
+//! the response's error codes exactly where a Kafka broker would put them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData as FetchPartitionData,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterResponse;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use kappa_log::{Log, LogError};
+use uuid::Uuid;
+
+use crate::metrics::TopicLabels;
+use crate::server::Broker;
+use crate::topics::{now_ms, validate_config, validate_topic_name, Topic, TopicError};
+
+/// Per-request facts the handlers need.
+pub struct RequestContext {
+    pub api_version: i16,
+    /// Error codes put in the response (for the per-API error metric).
+    pub errors: u32,
+}
+
+impl RequestContext {
+    /// Records `code` for metrics and returns it.
+    fn code(&mut self, code: i16) -> i16 {
+        if code != 0 {
+            self.errors += 1;
+        }
+        code
+    }
+    fn err(&mut self, e: ResponseError) -> i16 {
+        self.code(e.code())
+    }
+}
+
+/// The versions implemented, per API. ApiVersions advertises exactly these.
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    Some(match key {
+        ApiKey::Produce => (3, 11),
+        ApiKey::Fetch => (4, 12),
+        ApiKey::ListOffsets => (1, 7),
+        ApiKey::Metadata => (0, 12),
+        ApiKey::ApiVersions => (0, 3),
+        ApiKey::CreateTopics => (2, 7),
+        ApiKey::DeleteTopics => (1, 6),
+        ApiKey::DeleteRecords => (0, 2),
+        ApiKey::DescribeConfigs => (1, 4),
+        ApiKey::AlterConfigs => (0, 2),
+        ApiKey::CreatePartitions => (0, 3),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::DescribeCluster => (0, 1),
+        _ => return None,
+    })
+}
+
+pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = ApiKey::iter()
+        .filter_map(|key| {
+            supported_versions(key).map(|(min, max)| {
+                ApiVersion::default()
+                    .with_api_key(key as i16)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            })
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    Some(match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, ctx, r)),
+        RequestKind::Produce(r) => return produce(broker, ctx, r).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, ctx, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, ctx, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(broker, ctx, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(broker, ctx, r)),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions(broker, ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs(broker, ctx, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs(broker, ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(broker, ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records(broker, ctx, r).await)
+        }
+        RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(broker)),
+        // Unreachable: the server only decodes APIs listed in `supported_versions`.
+        _ => return None,
+    })
+}
+
+fn topic_error_code(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
+        LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::InvalidDirectory(..) | LogError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata
+
+fn metadata(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let cfg = &broker.config;
+    let auto_create =
+        cfg.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
+    let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && ctx.api_version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            for t in broker.topics.list() {
+                topics.push(metadata_topic(&t, ctx.api_version));
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let found = match (&name, id) {
+                    (Some(name), _) => broker
+                        .topics
+                        .get_or_create(name, auto_create, cfg.num_partitions)
+                        .map_err(|e| (name.clone(), e)),
+                    (None, id) => broker
+                        .topics
+                        .get_by_id(id)
+                        .ok_or_else(|| (String::new(), TopicError::Unknown(id.to_string()))),
+                };
+                match found {
+                    Ok(t) => topics.push(metadata_topic(&t, ctx.api_version)),
+                    Err((name, e)) => {
+                        let code = ctx.err(topic_error_code(&e));
+                        topics.push(
+                            MetadataResponseTopic::default()
+                                .with_name(Some(topic_name(&name)))
+                                .with_topic_id(if ctx.api_version >= 10 {
+                                    id
+                                } else {
+                                    Uuid::nil()
+                                })
+                                .with_error_code(code),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let v = ctx.api_version;
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(cfg.node_id))
+            .with_host(str_bytes(&broker.advertised_host))
+            .with_port(broker.advertised_port)])
+        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.topics.cluster_id)))
+        .with_controller_id(BrokerId(if v >= 1 { cfg.node_id } else { -1 }))
+        .with_topics(topics)
+}
+
+fn metadata_topic(t: &Topic, version: i16) -> MetadataResponseTopic {
+    let node = BrokerId(0);
+    let partitions = (0..t.partitions.len() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(if version >= 10 { t.id } else { Uuid::nil() })
+        .with_is_internal(version >= 1 && t.name.starts_with("__"))
+        .with_partitions(partitions)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Produce
+
+async fn produce(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let mut responses = Vec::new();
+    let mut pending = Vec::new();
+    if !(acks == 0 || acks == 1 || acks == -1) {
+        let code = ctx.err(ResponseError::InvalidRequiredAcks);
+        for t in &req.topic_data {
+            let parts = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                })
+                .collect();
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(parts),
+            );
+        }
+        return Some(ProduceResponse::default().with_responses(responses));
+    }
+    for topic_data in req.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = broker.topics.get_or_create(
+            &name,
+            broker.config.auto_create_topics,
+            broker.config.num_partitions,
+        );
+        for p in topic_data.partition_data {
+            let log = match &topic {
+                Ok(t) => t
+                    .partition(p.index)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                Err(e) => Err(topic_error_code(e)),
+            };
+            let task = match (log, p.records) {
+                (Ok(log), Some(records)) => {
+                    let topic = name.clone();
+                    Ok(tokio::task::spawn_blocking(move || {
+                        let result = log.append(&records, now_ms());
+                        if let (Ok(info), -1) = (&result, acks) {
+                            log.flush_to(info.last_offset + 1)?;
+                        }
+                        result.map(|info| (info, topic))
+                    }))
+                }
+                (Ok(_), None) => Err(ResponseError::CorruptMessage),
+                (Err(e), _) => Err(e),
+            };
+            pending.push((topic_data.name.clone(), p.index, task));
+        }
+    }
+    let mut by_topic: BTreeMap<String, (TopicName, Vec<PartitionProduceResponse>)> =
+        BTreeMap::new();
+    let mut appended = false;
+    for (name, index, task) in pending {
+        let mut resp = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1);
+        let outcome = match task {
+            Ok(handle) => match handle.await {
+                Ok(r) => r.map_err(|e| {
+                    tracing::debug!(topic = %name.0, partition = index, error = %e, "produce rejected");
+                    let msg = e.to_string();
+                    (log_error_code(&e), Some(msg))
+                }),
+                Err(e) => Err((ResponseError::UnknownServerError, Some(e.to_string()))),
+            },
+            Err(e) => Err((e, None)),
+        };
+        match outcome {
+            Ok((info, topic)) => {
+                appended = true;
+                let labels = TopicLabels { topic };
+                broker
+                    .metrics
+                    .bytes_in
+                    .get_or_create(&labels)
+                    .inc_by(info.bytes as u64);
+                broker
+                    .metrics
+                    .records_in
+                    .get_or_create(&labels)
+                    .inc_by(info.records as u64);
+                resp = resp
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time)
+                    .with_log_start_offset(if ctx.api_version >= 5 {
+                        info.log_start_offset
+                    } else {
+                        -1
+                    });
+            }
+            Err((code, message)) => {
+                let message = message.filter(|_| ctx.api_version >= 8);
+                resp = resp
+                    .with_error_code(ctx.err(code))
+                    .with_error_message(message.map(|m| str_bytes(&m)));
+            }
+        }
+        by_topic
+            .entry(name.0.to_string())
+            .or_insert_with(|| (name.clone(), Vec::new()))
+            .1
+            .push(resp);
+    }
+    if appended {
+        broker.data_arrived.notify_waiters();
+    }
+    if acks == 0 {
+        return None;
+    }
+    let responses = by_topic
+        .into_values()
+        .map(|(name, parts)| {
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(parts)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetch
+
+async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    loop {
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (response, bytes, had_error) = fetch_once(broker, &req, ctx.api_version);
+        if bytes >= min_bytes.max(1) || had_error || Instant::now() >= deadline {
+            for t in &response.responses {
+                let labels = TopicLabels {
+                    topic: t.topic.0.to_string(),
+                };
+                for p in &t.partitions {
+                    ctx.code(p.error_code);
+                    if let Some(records) = &p.records {
+                        if !records.is_empty() {
+                            broker
+                                .metrics
+                                .bytes_out
+                                .get_or_create(&labels)
+                                .inc_by(records.len() as u64);
+                            broker
+                                .metrics
+                                .records_out
+                                .get_or_create(&labels)
+                                .inc_by(count_records(records));
+                        }
+                    }
+                }
+            }
+            return response;
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+    }
+}
+
+fn count_records(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Ok(h) = kappa_log::batch::BatchHeader::parse(bytes) {
+        if h.size > bytes.len() {
+            break;
+        }
+        n += h.record_count.max(0) as u64;
+        bytes = &bytes[h.size..];
+    }
+    n
+}
+
+/// One pass over the requested partitions: (response, bytes returned, any partition error).
+fn fetch_once(
+    broker: &Arc<Broker>,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
+    let start_offset = |o: i64| if version >= 5 { o } else { -1 };
+    let mut budget = if req.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        req.max_bytes as usize
+    };
+    let mut total = 0usize;
+    let mut had_error = false;
+    let mut topics = Vec::new();
+    for ft in &req.topics {
+        let topic = if ft.topic.0.is_empty() {
+            broker.topics.get_by_id(ft.topic_id)
+        } else {
+            broker.topics.get(&ft.topic.0)
+        };
+        let mut partitions = Vec::new();
+        for fp in &ft.partitions {
+            let mut pd = FetchPartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(Some(Vec::new()));
+            let Some(log) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                had_error = true;
+                partitions.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let max = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            // Kafka returns the first batch even when it exceeds the limits, so a consumer
+            // can always make progress.
+            let at_least_one = total == 0;
+            match log.read(fp.fetch_offset, max, at_least_one) {
+                Ok(read) => {
+                    total += read.bytes.len();
+                    budget = budget.saturating_sub(read.bytes.len());
+                    pd = pd
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(start_offset(read.log_start_offset))
+                        .with_records(Some(Bytes::from(read.bytes)));
+                }
+                Err(e) => {
+                    had_error = true;
+                    pd = pd
+                        .with_error_code(log_error_code(&e).code())
+                        .with_high_watermark(log.end_offset())
+                        .with_last_stable_offset(log.end_offset())
+                        .with_log_start_offset(start_offset(log.log_start_offset()));
+                }
+            }
+            partitions.push(pd);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_topic_id(ft.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        had_error,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// ListOffsets
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+fn list_offsets(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.name.0);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(if ctx.api_version >= 4 { 0 } else { -1 });
+                    let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
+                        return resp
+                            .with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    };
+                    match offset_for(log, p.timestamp) {
+                        Ok((ts, offset)) => resp.with_timestamp(ts).with_offset(offset),
+                        Err(e) => resp.with_error_code(ctx.err(log_error_code(&e))),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (timestamp, offset) for a ListOffsets query; (-1, -1) when no record is that recent.
+fn offset_for(log: &Log, query: i64) -> Result<(i64, i64), LogError> {
+    match query {
+        LATEST => Ok((-1, log.end_offset())),
+        EARLIEST => Ok((-1, log.log_start_offset())),
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            Some(ts) => find_offset_by_time(log, ts, true),
+            None => Ok((-1, -1)),
+        },
+        ts if ts >= 0 => find_offset_by_time(log, ts, false),
+        _ => Ok((-1, -1)),
+    }
+}
+
+fn find_offset_by_time(log: &Log, ts: i64, exact_max: bool) -> Result<(i64, i64), LogError> {
+    let Some((header, bytes)) = log.find_batch_by_time(ts)? else {
+        return Ok((-1, -1));
+    };
+    let start = log.log_start_offset();
+    let mut buf = Bytes::from(bytes);
+    // LogAppendTime batches carry one timestamp for all records.
+    if header.attributes & 0x08 != 0 {
+        return Ok((header.max_timestamp, header.base_offset.max(start)));
+    }
+    match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => {
+            let found = set.records.iter().find(|r| {
+                r.offset >= start
+                    && if exact_max {
+                        r.timestamp == ts
+                    } else {
+                        r.timestamp >= ts
+                    }
+            });
+            Ok(found
+                .map(|r| (r.timestamp, r.offset))
+                .unwrap_or((header.max_timestamp, header.base_offset.max(start))))
+        }
+        Err(e) => Err(LogError::CorruptBatch(e.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topic administration
+
+fn create_topics(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = if t.num_partitions == -1 {
+                broker.config.num_partitions
+            } else {
+                t.num_partitions
+            };
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                if let Some(v) = &c.value {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+            }
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            let outcome = if t.replication_factor != -1 && t.replication_factor != 1 {
+                Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {} is larger than the 1 available broker",
+                        t.replication_factor
+                    ),
+                ))
+            } else if !t.assignments.is_empty() {
+                Err((
+                    ResponseError::InvalidRequest,
+                    "manual replica assignment is not supported".to_string(),
+                ))
+            } else if req.validate_only {
+                broker
+                    .topics
+                    .validate_create(&name, partitions, &configs)
+                    .map(|_| None)
+                    .map_err(|e| (topic_error_code(&e), e.to_string()))
+            } else {
+                broker
+                    .topics
+                    .create(&name, partitions, &configs)
+                    .map(Some)
+                    .map_err(|e| (topic_error_code(&e), e.to_string()))
+            };
+            match outcome {
+                Ok(_) if ctx.api_version < 5 => result,
+                Ok(created) => {
+                    let overrides = created
+                        .as_ref()
+                        .map(|t| t.configs.clone())
+                        .unwrap_or(configs);
+                    let configs = broker
+                        .topics
+                        .effective_configs(&overrides)
+                        .into_iter()
+                        .map(|(k, v, is_override)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(&k))
+                                .with_value(Some(str_bytes(&v)))
+                                .with_config_source(if is_override { 1 } else { 5 })
+                        })
+                        .collect();
+                    result
+                        .with_topic_id(
+                            created
+                                .filter(|_| ctx.api_version >= 7)
+                                .map(|t| t.id)
+                                .unwrap_or_default(),
+                        )
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(configs))
+                }
+                Err((code, message)) => result
+                    .with_error_code(ctx.err(code))
+                    .with_error_message(Some(str_bytes(&message))),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+fn delete_topics(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut targets: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| broker.topics.get_by_id(id).map(|t| t.name.clone()));
+            let v = ctx.api_version;
+            let result = DeletableTopicResult::default()
+                .with_name(name.as_deref().map(topic_name))
+                .with_topic_id(if v >= 6 { id } else { Uuid::nil() });
+            let Some(name) = name else {
+                return result.with_error_code(ctx.err(ResponseError::UnknownTopicId));
+            };
+            match broker.topics.delete(&name) {
+                Ok(id) => result.with_topic_id(if v >= 6 { id } else { Uuid::nil() }),
+                Err(e) => result
+                    .with_error_code(ctx.err(topic_error_code(&e)))
+                    .with_error_message((v >= 5).then(|| str_bytes(&e.to_string()))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+fn create_partitions(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if t.assignments.is_some() {
+                let code = ctx.err(ResponseError::InvalidRequest);
+                return result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes("manual assignment is not supported")));
+            }
+            match broker
+                .topics
+                .add_partitions(&t.name.0, t.count, req.validate_only)
+            {
+                Ok(()) => result,
+                Err(e) => result
+                    .with_error_code(ctx.err(topic_error_code(&e)))
+                    .with_error_message(Some(str_bytes(&e.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn describe_configs(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let version = ctx.api_version;
+    let results =
+        req.resources
+            .into_iter()
+            .map(|r| {
+                let result = DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone());
+                let wanted = |k: &str| {
+                    r.configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
+                };
+                let entries: Vec<(String, String, i8)> = match r.resource_type {
+                    RESOURCE_TOPIC => {
+                        let Some(topic) = broker.topics.get(&r.resource_name) else {
+                            let code = ctx.err(ResponseError::UnknownTopicOrPartition);
+                            return result.with_error_code(code).with_error_message(Some(
+                                str_bytes(&format!("unknown topic '{}'", r.resource_name.as_str())),
+                            ));
+                        };
+                        broker
+                            .topics
+                            .effective_configs(&topic.configs)
+                            .into_iter()
+                            .map(|(k, v, o)| (k, v, if o { 1 } else { 5 }))
+                            .collect()
+                    }
+                    RESOURCE_BROKER => broker_configs(broker)
+                        .into_iter()
+                        .map(|(k, v)| (k, v, 4))
+                        .collect(),
+                    _ => {
+                        let code = ctx.err(ResponseError::InvalidRequest);
+                        return result
+                            .with_error_code(code)
+                            .with_error_message(Some(str_bytes("unsupported resource type")));
+                    }
+                };
+                let configs = entries
+                    .into_iter()
+                    .filter(|(k, _, _)| wanted(k))
+                    .map(|(k, v, source)| {
+                        let config_type = crate::topics::TOPIC_CONFIGS
+                            .iter()
+                            .find(|(n, _)| *n == k)
+                            .map(|(_, t)| *t as i8)
+                            .unwrap_or(2);
+                        DescribeConfigsResourceResult::default()
+                            .with_name(str_bytes(&k))
+                            .with_value(Some(str_bytes(&v)))
+                            .with_read_only(source == 4)
+                            .with_config_source(source)
+                            .with_config_type(if version >= 3 { config_type } else { 0 })
+                    })
+                    .collect();
+                result.with_configs(configs)
+            })
+            .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn broker_configs(broker: &Arc<Broker>) -> Vec<(String, String)> {
+    let c = &broker.config;
+    vec![
+        (
+            "auto.create.topics.enable".into(),
+            c.auto_create_topics.to_string(),
+        ),
+        ("num.partitions".into(), c.num_partitions.to_string()),
+        ("log.retention.ms".into(), c.log_retention_ms.to_string()),
+        (
+            "log.retention.bytes".into(),
+            c.log_retention_bytes.to_string(),
+        ),
+        ("log.segment.bytes".into(), c.log_segment_bytes.to_string()),
+        ("message.max.bytes".into(), c.message_max_bytes.to_string()),
+        (
+            "socket.request.max.bytes".into(),
+            c.max_request_bytes.to_string(),
+        ),
+        ("log.dirs".into(), c.data_dir.display().to_string()),
+    ]
+}
+
+/// Applies a set of changes to a topic's overrides, validating all before writing any.
+fn alter_topic_configs(
+    broker: &Arc<Broker>,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), TopicError>,
+) -> Result<(), TopicError> {
+    validate_topic_name(name)?;
+    let topic = broker
+        .topics
+        .get(name)
+        .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+    let mut configs = topic.configs.clone();
+    change(&mut configs)?;
+    if validate_only {
+        return Ok(());
+    }
+    broker.topics.set_configs(name, configs)
+}
+
+fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let resp = IncrementalAlterResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            if r.resource_type != RESOURCE_TOPIC {
+                let code = ctx.err(ResponseError::InvalidRequest);
+                return resp
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes("only topic configs can be altered")));
+            }
+            let result =
+                alter_topic_configs(broker, &r.resource_name, req.validate_only, |configs| {
+                    for c in &r.configs {
+                        let key = c.name.to_string();
+                        let value = c.value.as_ref().map(|v| v.to_string());
+                        match (c.config_operation, value) {
+                            (0, Some(v)) => {
+                                configs.insert(key.clone(), validate_config(&key, &v)?);
+                            }
+                            (1, _) => {
+                                validate_config(&key, "0").or_else(|e| match e {
+                                    TopicError::InvalidConfig(m) if m.starts_with("unknown") => {
+                                        Err(TopicError::InvalidConfig(m))
+                                    }
+                                    _ => Ok(String::new()),
+                                })?;
+                                configs.remove(&key);
+                            }
+                            (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
+                                let current = configs
+                                    .get(&key)
+                                    .cloned()
+                                    .unwrap_or_else(|| "delete".into());
+                                let mut items: Vec<String> = current
+                                    .split(',')
+                                    .map(|s| s.trim().to_string())
+                                    .filter(|s| !s.is_empty())
+                                    .collect();
+                                for item in v.split(',').map(str::trim) {
+                                    if op == 2 && !items.iter().any(|i| i == item) {
+                                        items.push(item.to_string());
+                                    } else if op == 3 {
+                                        items.retain(|i| i != item);
+                                    }
+                                }
+                                configs
+                                    .insert(key.clone(), validate_config(&key, &items.join(","))?);
+                            }
+                            (op, _) => {
+                                return Err(TopicError::InvalidConfig(format!(
+                                    "operation {op} is not valid for '{key}'"
+                                )));
+                            }
+                        }
+                    }
+                    Ok(())
+                });
+            match result {
+                Ok(()) => resp,
+                Err(e) => resp
+                    .with_error_code(ctx.err(topic_error_code(&e)))
+                    .with_error_message(Some(str_bytes(&e.to_string()))),
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn alter_configs(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let resp = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            if r.resource_type != RESOURCE_TOPIC {
+                let code = ctx.err(ResponseError::InvalidRequest);
+                return resp
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes("only topic configs can be altered")));
+            }
+            // AlterConfigs replaces the whole set of overrides.
+            let result =
+                alter_topic_configs(broker, &r.resource_name, req.validate_only, |configs| {
+                    configs.clear();
+                    for c in &r.configs {
+                        if let Some(v) = &c.value {
+                            configs.insert(
+                                c.name.to_string(),
+                                validate_config(c.name.as_str(), v.as_str())?,
+                            );
+                        }
+                    }
+                    Ok(())
+                });
+            match result {
+                Ok(()) => resp,
+                Err(e) => resp
+                    .with_error_code(ctx.err(topic_error_code(&e)))
+                    .with_error_message(Some(str_bytes(&e.to_string()))),
+            }
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn delete_records(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let topic = broker.topics.get(&t.name.0);
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let resp = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let Some(log) = topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .cloned()
+            else {
+                partitions
+                    .push(resp.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)));
+                continue;
+            };
+            let offset = if p.offset == -1 {
+                log.end_offset()
+            } else {
+                p.offset
+            };
+            let result =
+                tokio::task::spawn_blocking(move || log.delete_records_before(offset)).await;
+            partitions.push(match result {
+                Ok(Ok(low)) => resp.with_low_watermark(low),
+                Ok(Err(e)) => resp.with_error_code(ctx.err(log_error_code(&e))),
+                Err(_) => resp.with_error_code(ctx.err(ResponseError::UnknownServerError)),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+fn describe_cluster(broker: &Arc<Broker>) -> DescribeClusterResponse {
+    DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(&broker.topics.cluster_id))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(&broker.advertised_host))
+            .with_port(broker.advertised_port)])
+}

@@ -1,0 +1,149 @@
+//! Broker metrics in Prometheus form: requests, errors and latency per API, bytes and records
+//! per topic, and per-partition log size and end offset (read at scrape time).
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::topics::TopicRegistry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone)]
+pub struct LatencyHistogram;
+
+impl MetricConstructor<Histogram> for LatencyHistogram {
+    fn new_metric(&self) -> Histogram {
+        // 50µs .. ~1.6s
+        Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+    }
+}
+
+pub struct BrokerMetrics {
+    registry: Registry,
+    pub requests: Family<ApiLabels, Counter>,
+    pub request_errors: Family<ApiLabels, Counter>,
+    pub request_latency: Family<ApiLabels, Histogram, LatencyHistogram>,
+    pub bytes_in: Family<TopicLabels, Counter>,
+    pub records_in: Family<TopicLabels, Counter>,
+    pub bytes_out: Family<TopicLabels, Counter>,
+    pub records_out: Family<TopicLabels, Counter>,
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<ApiLabels, Counter>::default();
+        let request_errors = Family::<ApiLabels, Counter>::default();
+        let request_latency = Family::new_with_constructor(LatencyHistogram);
+        let bytes_in = Family::<TopicLabels, Counter>::default();
+        let records_in = Family::<TopicLabels, Counter>::default();
+        let bytes_out = Family::<TopicLabels, Counter>::default();
+        let records_out = Family::<TopicLabels, Counter>::default();
+        registry.register(
+            "kappa_broker_requests",
+            "Kafka requests handled, by API",
+            requests.clone(),
+        );
+        registry.register(
+            "kappa_broker_request_errors",
+            "Kafka requests answered with at least one error code, by API",
+            request_errors.clone(),
+        );
+        registry.register(
+            "kappa_broker_request_duration_seconds",
+            "Time from a request's arrival to its response, by API",
+            request_latency.clone(),
+        );
+        registry.register(
+            "kappa_topic_bytes_in",
+            "Record batch bytes appended, by topic",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "kappa_topic_records_in",
+            "Records appended, by topic",
+            records_in.clone(),
+        );
+        registry.register(
+            "kappa_topic_bytes_out",
+            "Record batch bytes fetched, by topic",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "kappa_topic_records_out",
+            "Records fetched, by topic",
+            records_out.clone(),
+        );
+        BrokerMetrics {
+            registry,
+            requests,
+            request_errors,
+            request_latency,
+            bytes_in,
+            records_in,
+            bytes_out,
+            records_out,
+        }
+    }
+}
+
+impl BrokerMetrics {
+    /// Renders all metrics in the OpenMetrics text format, partition gauges included.
+    pub fn render(&self, topics: &TopicRegistry) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        let list = topics.list();
+        let mut size = String::from(
+            "# HELP kappa_partition_log_size_bytes Bytes of the partition's log segments.\n# TYPE kappa_partition_log_size_bytes gauge\n",
+        );
+        let mut end = String::from(
+            "# HELP kappa_partition_end_offset Log end offset (next offset to be written).\n# TYPE kappa_partition_end_offset gauge\n",
+        );
+        let mut start = String::from(
+            "# HELP kappa_partition_start_offset Log start offset (first offset kept).\n# TYPE kappa_partition_start_offset gauge\n",
+        );
+        for topic in &list {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                let labels = format!("{{topic=\"{}\",partition=\"{p}\"}}", topic.name);
+                let _ = writeln!(
+                    size,
+                    "kappa_partition_log_size_bytes{labels} {}",
+                    log.size_bytes()
+                );
+                let _ = writeln!(
+                    end,
+                    "kappa_partition_end_offset{labels} {}",
+                    log.end_offset()
+                );
+                let _ = writeln!(
+                    start,
+                    "kappa_partition_start_offset{labels} {}",
+                    log.log_start_offset()
+                );
+            }
+        }
+        out.push_str(&size);
+        out.push_str(&end);
+        out.push_str(&start);
+        out.push_str("# EOF\n");
+        out
+    }
+}

@@ -1,0 +1,256 @@
+//! The Kafka listener: frames requests off each connection, decodes them, dispatches to the
+//! handlers and writes responses in order. A bad frame closes only its own connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::config::BrokerConfig;
+use crate::handlers::{self, supported_versions, RequestContext};
+use crate::metrics::{ApiLabels, BrokerMetrics};
+use crate::topics::{TopicError, TopicRegistry};
+
+/// The broker's shared state.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub topics: TopicRegistry,
+    pub metrics: BrokerMetrics,
+    /// Woken on every append, so long-polling fetches can answer early.
+    pub data_arrived: Notify,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("invalid listener address '{0}'")]
+    Address(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Broker {
+    /// Opens the data directory (recovering partitions as needed).
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let topics = TopicRegistry::open(&config)?;
+        let advertised = config
+            .advertised_listener
+            .clone()
+            .unwrap_or_else(|| config.listen.clone());
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                p.parse::<i32>()
+                    .ok()
+                    .map(|p| (h.trim_matches(['[', ']']).to_string(), p))
+            })
+            .ok_or_else(|| BrokerError::Address(advertised.clone()))?;
+        Ok(Arc::new(Broker {
+            config,
+            topics,
+            metrics: BrokerMetrics::default(),
+            data_arrived: Notify::new(),
+            advertised_host: host,
+            advertised_port: port,
+        }))
+    }
+
+    /// Binds the Kafka listener. When the configured port is 0, the advertised port becomes
+    /// the one the OS chose.
+    pub async fn bind(self: &Arc<Self>) -> Result<TcpListener, BrokerError> {
+        let listener = TcpListener::bind(&self.config.listen).await?;
+        Ok(listener)
+    }
+
+    /// Accepts connections until `shutdown` turns true; also runs the retention loop.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let retention = {
+            let broker = self.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let period = std::time::Duration::from_millis(
+                    broker.config.retention_check_interval_ms.max(100),
+                );
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    let b = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.topics.enforce_retention()).await;
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let broker = self.clone();
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = broker.handle_connection(stream, peer, shutdown).await {
+                                tracing::debug!(%peer, error = %e, "connection closed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        retention.abort();
+    }
+
+    async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let mut len_buf = [0u8; 4];
+            tokio::select! {
+                r = reader.read_exact(&mut len_buf) => { r?; }
+                _ = shutdown.changed() => return Ok(()),
+            }
+            let len = i32::from_be_bytes(len_buf);
+            if len < 8 || len as usize > self.config.max_request_bytes {
+                tracing::warn!(%peer, len, max = self.config.max_request_bytes, "request size out of bounds; closing connection");
+                return Ok(());
+            }
+            let mut frame = BytesMut::zeroed(len as usize);
+            reader.read_exact(&mut frame).await?;
+            let frame = frame.freeze();
+            match self.handle_frame(frame, peer).await {
+                FrameOutcome::Respond(bytes) => {
+                    out.clear();
+                    out.put_i32(bytes.len() as i32);
+                    out.extend_from_slice(&bytes);
+                    writer.write_all(&out).await?;
+                }
+                FrameOutcome::NoResponse => {}
+                FrameOutcome::Close(reason) => {
+                    tracing::warn!(%peer, reason, "closing connection");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(self: &Arc<Self>, mut frame: Bytes, peer: SocketAddr) -> FrameOutcome {
+        let started = Instant::now();
+        let api_key_raw = frame.slice(0..2).get_i16();
+        let api_version = frame.slice(2..4).get_i16();
+        let correlation_id = frame.slice(4..8).get_i32();
+        let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+            return FrameOutcome::Close(format!("unknown API key {api_key_raw}"));
+        };
+        let Some(range) = supported_versions(api_key) else {
+            return FrameOutcome::Close(format!("API {api_key:?} is not supported"));
+        };
+        if api_version < range.0 || api_version > range.1 {
+            if api_key == ApiKey::ApiVersions {
+                // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can downgrade.
+                let body = handlers::api_versions_response(35);
+                return encode_response(
+                    ApiKey::ApiVersions,
+                    0,
+                    correlation_id,
+                    &ResponseKind::ApiVersions(body),
+                );
+            }
+            return FrameOutcome::Close(format!(
+                "{api_key:?} v{api_version} is not supported (supported {}..={})",
+                range.0, range.1
+            ));
+        }
+        let header_version = api_key.request_header_version(api_version);
+        let header = match RequestHeader::decode(&mut frame, header_version) {
+            Ok(h) => h,
+            Err(e) => return FrameOutcome::Close(format!("malformed request header: {e}")),
+        };
+        let request = match RequestKind::decode(api_key, &mut frame, api_version) {
+            Ok(r) => r,
+            Err(e) => {
+                if api_key == ApiKey::ApiVersions {
+                    // Newer clients may send fields we cannot parse; still tell them our versions.
+                    let body = handlers::api_versions_response(35);
+                    return encode_response(
+                        ApiKey::ApiVersions,
+                        0,
+                        correlation_id,
+                        &ResponseKind::ApiVersions(body),
+                    );
+                }
+                return FrameOutcome::Close(format!(
+                    "malformed {api_key:?} v{api_version} request: {e}"
+                ));
+            }
+        };
+        let labels = ApiLabels {
+            api: format!("{api_key:?}"),
+        };
+        tracing::trace!(%peer, ?api_key, api_version, client = ?header.client_id, "request");
+        let mut ctx = RequestContext {
+            api_version,
+            errors: 0,
+        };
+        let response = handlers::handle(self, &mut ctx, request).await;
+        self.metrics.requests.get_or_create(&labels).inc();
+        if ctx.errors > 0 {
+            self.metrics.request_errors.get_or_create(&labels).inc();
+        }
+        let outcome = match response {
+            Some(response) => encode_response(api_key, api_version, correlation_id, &response),
+            None => FrameOutcome::NoResponse,
+        };
+        self.metrics
+            .request_latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+enum FrameOutcome {
+    Respond(Bytes),
+    NoResponse,
+    Close(String),
+}
+
+fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> FrameOutcome {
+    let mut buf = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    if let Err(e) = header.encode(&mut buf, header_version) {
+        return FrameOutcome::Close(format!("could not encode response header: {e}"));
+    }
+    if let Err(e) = body.encode(&mut buf, version) {
+        return FrameOutcome::Close(format!("could not encode {api_key:?} response: {e}"));
+    }
+    FrameOutcome::Respond(buf.freeze())
+}

@@ -1,0 +1,516 @@
+//! The broker's topics: names, ids, partition logs and per-topic config overrides,
+//! persisted in one metadata file written atomically on every change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use kappa_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, TimestampType};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+
+const METADATA_FILE: &str = "kappa-metadata.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("unknown topic '{0}'")]
+    Unknown(String),
+    #[error(
+        "invalid topic name '{0}': names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'"
+    )]
+    InvalidName(String),
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<kappa_log::LogError> for TopicError {
+    fn from(e: kappa_log::LogError) -> Self {
+        TopicError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for TopicError {
+    fn from(e: std::io::Error) -> Self {
+        TopicError::Storage(e.to_string())
+    }
+}
+
+/// One topic. Immutable: a change replaces the `Arc<Topic>` in the registry.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<Arc<Log>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Log>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct PersistedMetadata {
+    cluster_id: String,
+    topics: Vec<PersistedTopic>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedTopic {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+/// The value type of a topic config, as DescribeConfigs reports it.
+#[derive(Clone, Copy)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// Topic configs Kappa understands: (name, type, validator).
+pub const TOPIC_CONFIGS: &[(&str, ConfigType)] = &[
+    ("cleanup.policy", ConfigType::List),
+    ("retention.ms", ConfigType::Long),
+    ("retention.bytes", ConfigType::Long),
+    ("segment.bytes", ConfigType::Int),
+    ("segment.ms", ConfigType::Long),
+    ("max.message.bytes", ConfigType::Int),
+    ("message.timestamp.type", ConfigType::String),
+    ("delete.retention.ms", ConfigType::Long),
+    ("min.compaction.lag.ms", ConfigType::Long),
+    ("min.insync.replicas", ConfigType::Int),
+    ("compression.type", ConfigType::String),
+];
+
+pub struct TopicRegistry {
+    data_dir: PathBuf,
+    defaults: BTreeMap<String, String>,
+    flush: FlushPolicy,
+    pub cluster_id: String,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serializes changes so the metadata file always matches one state.
+    change_lock: std::sync::Mutex<()>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName(name.to_string()))
+    }
+}
+
+/// Checks one config value; returns the normalized value.
+pub fn validate_config(name: &str, value: &str) -> Result<String, TopicError> {
+    let bad = |why: &str| TopicError::InvalidConfig(format!("{name}={value}: {why}"));
+    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(n, _)| *n == name) else {
+        return Err(TopicError::InvalidConfig(format!(
+            "unknown topic config '{name}'"
+        )));
+    };
+    match (name, kind) {
+        ("cleanup.policy", _) => {
+            let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
+                return Err(bad("must be 'delete', 'compact' or 'compact,delete'"));
+            }
+            Ok(parts.join(","))
+        }
+        ("message.timestamp.type", _) => match value {
+            "CreateTime" | "LogAppendTime" => Ok(value.to_string()),
+            _ => Err(bad("must be CreateTime or LogAppendTime")),
+        },
+        ("compression.type", _) => match value {
+            "producer" => Ok(value.to_string()),
+            _ => Err(bad(
+                "only 'producer' is supported: batches are stored as producers compressed them",
+            )),
+        },
+        ("min.insync.replicas", _) => match value.parse::<i64>() {
+            Ok(1) => Ok(value.to_string()),
+            _ => Err(bad("a single-broker cluster supports only 1")),
+        },
+        ("segment.bytes", _) => match value.parse::<i64>() {
+            Ok(v) if (14..=i32::MAX as i64).contains(&v) => Ok(v.to_string()),
+            _ => Err(bad("must be an integer of at least 14")),
+        },
+        ("max.message.bytes", _) => match value.parse::<i64>() {
+            Ok(v) if (0..=i32::MAX as i64).contains(&v) => Ok(v.to_string()),
+            _ => Err(bad("must be a non-negative integer")),
+        },
+        ("retention.ms" | "retention.bytes", _) => match value.parse::<i64>() {
+            Ok(v) if v >= -1 => Ok(v.to_string()),
+            _ => Err(bad("must be -1 or a non-negative integer")),
+        },
+        (_, ConfigType::Long | ConfigType::Int) => match value.parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(v.to_string()),
+            _ => Err(bad("must be a non-negative integer")),
+        },
+        _ => Ok(value.to_string()),
+    }
+}
+
+impl TopicRegistry {
+    /// Loads the metadata and opens every partition log (recovering them as needed).
+    pub fn open(config: &BrokerConfig) -> Result<TopicRegistry, TopicError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let path = config.data_dir.join(METADATA_FILE);
+        let persisted: PersistedMetadata = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| TopicError::Storage(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedMetadata::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let cluster_id = if persisted.cluster_id.is_empty() {
+            Uuid::new_v4().simple().to_string()[..22].to_string()
+        } else {
+            persisted.cluster_id.clone()
+        };
+        let registry = TopicRegistry {
+            data_dir: config.data_dir.clone(),
+            defaults: config.topic_defaults(),
+            flush: if config.flush_always() {
+                FlushPolicy::Always
+            } else {
+                FlushPolicy::OnDemand
+            },
+            cluster_id,
+            topics: RwLock::new(HashMap::new()),
+            change_lock: std::sync::Mutex::new(()),
+        };
+        let now = now_ms();
+        let mut topics = HashMap::new();
+        for t in persisted.topics {
+            let log_config = registry.log_config(&t.configs);
+            let mut partitions = Vec::new();
+            for p in 0..t.partitions {
+                let dir = registry.partition_dir(&t.name, p);
+                partitions.push(Arc::new(Log::open(&dir, log_config.clone(), now)?));
+            }
+            topics.insert(
+                t.name.clone(),
+                Arc::new(Topic {
+                    name: t.name,
+                    id: t.id,
+                    configs: t.configs,
+                    partitions,
+                }),
+            );
+        }
+        *registry.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
+        registry.persist()?;
+        Ok(registry)
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The effective value of every known config for a topic: override, else broker default.
+    pub fn effective_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<(String, String, bool)> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|(name, _)| match overrides.get(*name) {
+                Some(v) => (name.to_string(), v.clone(), true),
+                None => (
+                    name.to_string(),
+                    self.defaults.get(*name).cloned().unwrap_or_default(),
+                    false,
+                ),
+            })
+            .collect()
+    }
+
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let get = |k: &str| overrides.get(k).or_else(|| self.defaults.get(k));
+        let num = |k: &str, d: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
+        let base = LogConfig::default();
+        LogConfig {
+            segment_bytes: num("segment.bytes", base.segment_bytes as i64) as u64,
+            segment_ms: num("segment.ms", base.segment_ms),
+            retention_ms: num("retention.ms", base.retention_ms),
+            retention_bytes: num("retention.bytes", base.retention_bytes),
+            max_message_bytes: num("max.message.bytes", base.max_message_bytes as i64) as usize,
+            timestamp_type: match get("message.timestamp.type").map(String::as_str) {
+                Some("LogAppendTime") => TimestampType::LogAppendTime,
+                _ => TimestampType::CreateTime,
+            },
+            cleanup_policy: match get("cleanup.policy").map(String::as_str) {
+                Some("compact") => CleanupPolicy::Compact,
+                Some("compact,delete") => CleanupPolicy::CompactDelete,
+                _ => CleanupPolicy::Delete,
+            },
+            index_interval_bytes: base.index_interval_bytes,
+            flush: self.flush,
+        }
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_topics().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut topics: Vec<_> = self.read_topics().values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// Validates a whole creation request without creating anything.
+    pub fn validate_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        validate_topic_name(name)?;
+        if self.get(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        if !(1..=10_000).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{partitions}: a topic has 1 to 10000 partitions"
+            )));
+        }
+        configs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), validate_config(k, v)?)))
+            .collect()
+    }
+
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _change = self.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let configs = self.validate_create(name, partitions, configs)?;
+        let log_config = self.log_config(&configs);
+        let now = now_ms();
+        let mut logs = Vec::new();
+        for p in 0..partitions {
+            let dir = self.partition_dir(name, p);
+            // Leftovers of a topic deleted in a crash must not come back.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            logs.push(Arc::new(Log::open(&dir, log_config.clone(), now)?));
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            configs,
+            partitions: logs,
+        });
+        self.write_topics().insert(name.to_string(), topic.clone());
+        self.persist()?;
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Returns the topic, creating it with the default partition count when auto-creation is on.
+    pub fn get_or_create(
+        &self,
+        name: &str,
+        auto_create: bool,
+        partitions: i32,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        if !auto_create {
+            validate_topic_name(name)?;
+            return Err(TopicError::Unknown(name.to_string()));
+        }
+        match self.create(name, partitions, &BTreeMap::new()) {
+            Err(TopicError::AlreadyExists(_)) => self
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string())),
+            other => other,
+        }
+    }
+
+    pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _change = self.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .write_topics()
+            .remove(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.persist()?;
+        for log in &topic.partitions {
+            if let Err(e) = log.delete() {
+                tracing::warn!(topic = name, error = %e, "could not remove partition files");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _change = self.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current || count > 10_000 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the new count {count} must be larger (at most 10000)"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = self.log_config(&topic.configs);
+        let mut partitions = topic.partitions.clone();
+        for p in current..count {
+            let dir = self.partition_dir(name, p);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            partitions.push(Arc::new(Log::open(&dir, log_config.clone(), now_ms())?));
+        }
+        let updated = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            partitions,
+        });
+        self.write_topics().insert(name.to_string(), updated);
+        self.persist()
+    }
+
+    /// Replaces a topic's config overrides (already validated) and applies them to its logs.
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let _change = self.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let log_config = self.log_config(&configs);
+        for log in &topic.partitions {
+            log.set_config(log_config.clone());
+        }
+        let updated = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs,
+            partitions: topic.partitions.clone(),
+        });
+        self.write_topics().insert(name.to_string(), updated);
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<(), TopicError> {
+        let mut topics: Vec<PersistedTopic> = self
+            .read_topics()
+            .values()
+            .map(|t| PersistedTopic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                configs: t.configs.clone(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let meta = PersistedMetadata {
+            cluster_id: self.cluster_id.clone(),
+            topics,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+        let tmp = self.data_dir.join(format!("{METADATA_FILE}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.data_dir.join(METADATA_FILE))?;
+        std::fs::File::open(&self.data_dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Retention pass over every partition.
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for topic in self.list() {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                match log.enforce_retention(now) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(topic = %topic.name, partition = p, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log cleanly.
+    pub fn close(&self) {
+        for topic in self.list() {
+            for log in &topic.partitions {
+                if let Err(e) = log.close() {
+                    tracing::warn!(topic = %topic.name, error = %e, "close failed");
+                }
+            }
+        }
+    }
+}

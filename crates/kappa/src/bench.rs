@@ -1,0 +1,214 @@
+//! `kappa bench produce|consume`: throughput and latency in the spirit of Kafka's
+//! kafka-producer-perf-test and kafka-consumer-perf-test. Prints comparable figures.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::client::Connection;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Produce fixed-size records as fast as possible (or at --rate) and report throughput
+    /// and per-record latency percentiles.
+    Produce {
+        #[arg(long, default_value = "kappa-bench")]
+        topic: String,
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// Partitions of the topic when the bench creates it.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value = "all")]
+        acks: String,
+        /// librdkafka batch.size in bytes.
+        #[arg(long, default_value_t = 1_000_000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
+        /// Target records per second (0: unthrottled).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value = "none")]
+        compression: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Read a topic from the beginning to its end and report throughput.
+    Consume {
+        #[arg(long, default_value = "kappa-bench")]
+        topic: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Produce {
+            topic,
+            records,
+            record_size,
+            partitions,
+            acks,
+            batch_size,
+            linger_ms,
+            rate,
+            compression,
+            conn,
+        } => {
+            let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
+            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+            for r in admin.create_topics([&new], &AdminOptions::new()).await? {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, e)) => bail!("cannot create {t}: {e}"),
+                }
+            }
+            let producer: FutureProducer = conn
+                .client_config()
+                .set("acks", &acks)
+                .set("batch.size", batch_size.to_string())
+                .set("linger.ms", linger_ms.to_string())
+                .set("compression.codec", &compression)
+                .set("queue.buffering.max.kbytes", "1048576")
+                .set("queue.buffering.max.messages", "1000000")
+                .create()
+                .context("creating producer")?;
+            let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut latencies: Vec<u32> = Vec::with_capacity(records as usize);
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            let start = Instant::now();
+            let mut failed = 0u64;
+            let mut collect = |r: (
+                Instant,
+                Result<
+                    rdkafka::producer::future_producer::OwnedDeliveryResult,
+                    futures::channel::oneshot::Canceled,
+                >,
+            ),
+                               latencies: &mut Vec<u32>| {
+                match r.1 {
+                    Ok(Ok(_)) => latencies.push(r.0.elapsed().as_micros() as u32),
+                    _ => failed += 1,
+                }
+            };
+            for i in 0..records {
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    let now = Instant::now();
+                    if due > now {
+                        // Deliveries are collected while waiting so latency stays honest.
+                        while Instant::now() < due {
+                            tokio::select! {
+                                Some(r) = inflight.next() => collect(r, &mut latencies),
+                                _ = tokio::time::sleep_until(due.into()) => {}
+                            }
+                        }
+                    }
+                }
+                let key = (i % 1024).to_string();
+                let mut record = FutureRecord::to(&topic).payload(&payload[..]).key(&key);
+                loop {
+                    let sent_at = Instant::now();
+                    match producer.send_result(record) {
+                        Ok(fut) => {
+                            inflight.push(async move { (sent_at, fut.await) });
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            if let Some(r) = inflight.next().await {
+                                collect(r, &mut latencies);
+                            }
+                        }
+                        Err((e, _)) => bail!("produce failed: {e}"),
+                    }
+                }
+            }
+            while let Some(r) = inflight.next().await {
+                collect(r, &mut latencies);
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            latencies.sort_unstable();
+            let pct = |p: f64| {
+                latencies
+                    .get(
+                        ((latencies.len() as f64 * p) as usize)
+                            .min(latencies.len().saturating_sub(1)),
+                    )
+                    .map(|v| *v as f64 / 1000.0)
+                    .unwrap_or(f64::NAN)
+            };
+            let ok = latencies.len() as f64;
+            println!(
+                "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
+                latencies.len(),
+                ok / elapsed,
+                ok * record_size as f64 / elapsed / 1e6,
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                pct(1.0),
+            );
+            if failed > 0 {
+                bail!("{failed} records failed");
+            }
+        }
+        BenchCommand::Consume { topic, conn } => {
+            tokio::task::spawn_blocking(move || consume_bench(&topic, &conn)).await??;
+        }
+    }
+    Ok(())
+}
+
+fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = conn
+        .client_config()
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md.topics().first().context("no topic metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for p in t.partitions() {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        remaining += hi - lo;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let total = remaining;
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while remaining > 0 {
+        match consumer.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) => {
+                bytes += m.payload_len() as u64 + m.key().map(|k| k.len()).unwrap_or(0) as u64;
+                remaining -= 1;
+            }
+            Some(Err(e)) => bail!("consume failed: {e}"),
+            None => bail!("no records for 5 s with {remaining} still to read"),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "consume: {total} records, {:.1} MB in {elapsed:.2} s: {:.0} records/s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        total as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6
+    );
+    Ok(())
+}

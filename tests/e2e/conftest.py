@@ -1,0 +1,93 @@
+"""Starts a real `kappa dev` process per test on free ports and a temporary data dir."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KAPPA_BIN = os.environ.get("KAPPA_BIN") or str(
+    Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/kappa/target")) / "debug/kappa"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kappa:
+    def __init__(self, data_dir, log_path, extra_args=()):
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.kafka_port = free_port()
+        self.http_port = free_port()
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [KAPPA_BIN, "dev", "--data-dir", str(self.data_dir),
+             "--kafka-listen", self.bootstrap,
+             "--http-listen", f"127.0.0.1:{self.http_port}", *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kappa exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("kappa did not start listening")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        return self.proc.returncode
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def http(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            return r.read().decode()
+
+
+@pytest.fixture
+def kappa(tmp_path):
+    k = Kappa(tmp_path / "data", tmp_path / "kappa.log").start()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def kappa_factory(tmp_path):
+    started = []
+
+    def make(extra_args=()):
+        k = Kappa(tmp_path / "data", tmp_path / "kappa.log", extra_args)
+        started.append(k)
+        return k
+
+    yield make
+    for k in started:
+        if k.proc and k.proc.poll() is None:
+            k.kill()

@@ -1,0 +1,216 @@
+"""confluent-kafka (librdkafka) against `kappa dev`: produce/consume round trips with every
+codec, ListOffsets by timestamp, and topic administration with AdminClient."""
+import random
+import time
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewPartitions, NewTopic)
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+def admin(kappa):
+    return AdminClient({"bootstrap.servers": kappa.bootstrap})
+
+
+def create_topic(kappa, name, partitions, config=None):
+    a = admin(kappa)  # the client must outlive its futures
+    fs = a.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    fs[name].result(15)
+
+
+def read_all(kappa, topic, partitions, expected=None, timeout=30):
+    """Reads every partition from the beginning to its current end; returns messages."""
+    c = Consumer({"bootstrap.servers": kappa.bootstrap, "group.id": "unused",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out, eof = [], set()
+    deadline = time.time() + timeout
+    while time.time() < deadline and (len(eof) < partitions or (expected is not None and len(out) < expected)):
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(m.partition())
+                continue
+            raise KafkaException(m.error())
+        eof.discard(m.partition())
+        out.append(m)
+    c.close()
+    return out
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_round_trip_preserves_keys_values_headers_timestamps(kappa, codec):
+    topic = f"rt-{codec}"
+    create_topic(kappa, topic, 6)
+    p = Producer({"bootstrap.servers": kappa.bootstrap, "compression.codec": codec,
+                  "linger.ms": 5, "acks": "all"})
+    sent = {}
+    base_ts = 1_700_000_000_000
+    errors = []
+    n = 10_000
+    for i in range(n):
+        key = f"key-{i % 97}".encode()
+        value = (f"value-{i}-" + "x" * random.randint(0, 200)).encode()
+        headers = [("idx", str(i).encode()), ("codec", codec.encode())]
+        p.produce(topic, value=value, key=key, headers=headers, timestamp=base_ts + i,
+                  on_delivery=lambda err, msg: errors.append(err) if err else None)
+        sent[i] = (key, value, base_ts + i)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    assert errors == []
+    got = read_all(kappa, topic, 6, expected=n)
+    assert len(got) == n
+    seen = {}
+    last_offset = {}
+    for m in got:
+        hdrs = dict(m.headers())
+        i = int(hdrs["idx"])
+        assert hdrs["codec"] == codec.encode()
+        key, value, ts = sent[i]
+        assert (m.key(), m.value(), m.timestamp()[1]) == (key, value, ts)
+        assert i not in seen
+        seen[i] = (m.partition(), m.offset())
+        # offsets within a partition are dense and increasing
+        assert m.offset() == last_offset.get(m.partition(), -1) + 1
+        last_offset[m.partition()] = m.offset()
+    assert len(seen) == n
+    assert len(last_offset) == 6, "the default partitioner spreads 97 keys over all 6 partitions"
+    # per-key order is kept
+    by_key = {}
+    for i in range(n):
+        part, off = seen[i]
+        prev = by_key.get(sent[i][0])
+        if prev:
+            assert prev[0] == part and prev[1] < off
+        by_key[sent[i][0]] = (part, off)
+
+
+def test_offsets_for_times(kappa):
+    topic = "by-time"
+    create_topic(kappa, topic, 1)
+    p = Producer({"bootstrap.servers": kappa.bootstrap, "linger.ms": 20, "batch.num.messages": 37})
+    base = 1_600_000_000_000
+    for i in range(2000):
+        p.produce(topic, value=str(i).encode(), timestamp=base + i * 10, partition=0)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": kappa.bootstrap, "group.id": "unused"})
+    for target in [base - 5, base, base + 1, base + 15, base + 9990, base + 19990, base + 12345]:
+        [tp] = c.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)
+        expected = next(i for i in range(2000) if base + i * 10 >= target)
+        assert tp.offset == expected, target
+    [tp] = c.offsets_for_times([TopicPartition(topic, 0, base + 10**9)], timeout=10)
+    assert tp.offset == -1  # OFFSET_END: no record that recent
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    assert (lo, hi) == (0, 2000)
+    c.close()
+
+
+def test_admin_create_describe_alter_delete(kappa):
+    a = admin(kappa)
+    a.create_topics([NewTopic("adm", 3, 1, config={"retention.ms": "3600000", "cleanup.policy": "delete"})])["adm"].result(10)
+    md = a.list_topics(timeout=10)
+    assert "adm" in md.topics and len(md.topics["adm"].partitions) == 3
+
+    res = ConfigResource(ConfigResource.Type.TOPIC, "adm")
+    configs = a.describe_configs([res])[res].result(10)
+    assert configs["retention.ms"].value == "3600000"
+    assert not configs["retention.ms"].is_default
+    assert configs["max.message.bytes"].is_default
+
+    alter = ConfigResource(ConfigResource.Type.TOPIC, "adm", incremental_configs=[
+        ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET),
+    ])
+    a.incremental_alter_configs([alter])[alter].result(10)
+    configs = a.describe_configs([res])[res].result(10)
+    assert configs["retention.bytes"].value == "1048576"
+    assert configs["retention.ms"].is_default
+    assert configs["message.timestamp.type"].value == "LogAppendTime"
+
+    a.create_partitions([NewPartitions("adm", 5)])["adm"].result(10)
+    assert len(a.list_topics("adm", timeout=10).topics["adm"].partitions) == 5
+
+    # LogAppendTime: the broker stamps records
+    p = Producer({"bootstrap.servers": kappa.bootstrap})
+    p.produce("adm", value=b"v", partition=4, timestamp=1000)
+    assert p.flush(10) == 0
+    [m] = read_all(kappa, "adm", 5, expected=1)
+    ts_type, ts = m.timestamp()
+    assert ts_type == 2 and abs(ts - time.time() * 1000) < 60_000
+
+    a.delete_topics(["adm"])["adm"].result(10)
+    assert "adm" not in a.list_topics(timeout=10).topics
+
+
+def test_admin_errors_are_kafka_error_codes(kappa):
+    a = admin(kappa)
+    create_topic(kappa, "dup", 1)
+    cases = [
+        (NewTopic("dup", 1, 1), KafkaError.TOPIC_ALREADY_EXISTS),
+        (NewTopic("bad/name", 1, 1), KafkaError.TOPIC_EXCEPTION),
+        (NewTopic("rf3", 1, 3), KafkaError.INVALID_REPLICATION_FACTOR),
+        (NewTopic("badcfg", 1, 1, config={"retention.ms": "soon"}), KafkaError.INVALID_CONFIG),
+        (NewTopic("unknowncfg", 1, 1, config={"no.such.config": "1"}), KafkaError.INVALID_CONFIG),
+        (NewTopic("zero", 0, 1), KafkaError.INVALID_PARTITIONS),
+    ]
+    for new, code in cases:
+        with pytest.raises(KafkaException) as e:
+            a.create_topics([new])[new.topic].result(10)
+        assert e.value.args[0].code() == code, new.topic
+    with pytest.raises(KafkaException) as e:
+        a.delete_topics(["never-created"])["never-created"].result(10)
+    assert e.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    with pytest.raises(KafkaException) as e:
+        a.create_partitions([NewPartitions("dup", 1)])["dup"].result(10)
+    assert e.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+    # nothing was created by the failed requests
+    topics = a.list_topics(timeout=10).topics
+    assert not {"rf3", "badcfg", "unknowncfg", "zero"} & set(topics)
+
+
+def test_delete_records_moves_low_watermark(kappa):
+    topic = "trim"
+    create_topic(kappa, topic, 1)
+    p = Producer({"bootstrap.servers": kappa.bootstrap})
+    for i in range(100):
+        p.produce(topic, value=str(i).encode(), partition=0)
+    assert p.flush(10) == 0
+    a = admin(kappa)
+    fut = a.delete_records([TopicPartition(topic, 0, 40)])
+    result = list(fut.values())[0].result(10)
+    assert result.low_watermark == 40
+    got = read_all(kappa, topic, 1, expected=60)
+    assert [int(m.value()) for m in got] == list(range(40, 100))
+
+
+def test_oversized_record_is_refused_and_others_survive(kappa):
+    create_topic(kappa, "small", 1, config={"max.message.bytes": "2000"})
+    p = Producer({"bootstrap.servers": kappa.bootstrap, "linger.ms": 0, "message.max.bytes": 10_000_000})
+    results = []
+    p.produce("small", value=b"ok-1", on_delivery=lambda e, m: results.append(e))
+    p.flush(10)
+    p.produce("small", value=b"x" * 5000, on_delivery=lambda e, m: results.append(e))
+    p.flush(10)
+    p.produce("small", value=b"ok-2", on_delivery=lambda e, m: results.append(e))
+    p.flush(10)
+    assert results[0] is None and results[2] is None
+    assert results[1].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert [m.value() for m in read_all(kappa, "small", 1, expected=2)] == [b"ok-1", b"ok-2"]
+
+
+def test_unknown_topic_without_auto_create(kappa_factory):
+    k = kappa_factory(["--auto-create-topics", "false"]).start()
+    p = Producer({"bootstrap.servers": k.bootstrap, "message.timeout.ms": 3000})
+    errs = []
+    p.produce("nope", value=b"v", on_delivery=lambda e, m: errs.append(e))
+    p.flush(10)
+    assert errs and errs[0] is not None
+    assert errs[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._MSG_TIMED_OUT)
+    assert "nope" not in AdminClient({"bootstrap.servers": k.bootstrap}).list_topics(timeout=10).topics
