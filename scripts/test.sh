@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kappa/target}"
 
 bash scripts/setup-test-deps.sh
 
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --bin kappa
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast

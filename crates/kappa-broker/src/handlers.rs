@@ -124,7 +124,9 @@ pub async fn handle(
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records(broker, ctx, r).await)
         }
-        RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(broker)),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster(broker, r))
+        }
         // Unreachable: the server only decodes APIs listed in `supported_versions`.
         _ => return None,
     })
@@ -162,12 +164,31 @@ fn topic_name(s: &str) -> TopicName {
 // ---------------------------------------------------------------------------------------------
 // Metadata
 
+/// ACL operation bits (Kafka's AclOperation codes) a client may perform: without ACLs, all.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// What Kafka sends when authorized operations were not requested.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
 fn metadata(
     broker: &Arc<Broker>,
     ctx: &mut RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
     let cfg = &broker.config;
+    let topic_ops = if ctx.api_version >= 8 && req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
+    let cluster_ops =
+        if (8..=10).contains(&ctx.api_version) && req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        };
     let auto_create =
         cfg.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
     let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
@@ -183,7 +204,9 @@ fn metadata(
     match requested {
         None => {
             for t in broker.topics.list() {
-                topics.push(metadata_topic(&t, ctx.api_version));
+                topics.push(
+                    metadata_topic(&t, ctx.api_version).with_topic_authorized_operations(topic_ops),
+                );
             }
         }
         Some(list) => {
@@ -199,7 +222,10 @@ fn metadata(
                         .ok_or_else(|| (String::new(), TopicError::Unknown(id.to_string()))),
                 };
                 match found {
-                    Ok(t) => topics.push(metadata_topic(&t, ctx.api_version)),
+                    Ok(t) => topics.push(
+                        metadata_topic(&t, ctx.api_version)
+                            .with_topic_authorized_operations(topic_ops),
+                    ),
                     Err((name, e)) => {
                         let code = ctx.err(topic_error_code(&e));
                         topics.push(
@@ -225,6 +251,7 @@ fn metadata(
             .with_port(broker.advertised_port)])
         .with_cluster_id((v >= 2).then(|| str_bytes(&broker.topics.cluster_id)))
         .with_controller_id(BrokerId(if v >= 1 { cfg.node_id } else { -1 }))
+        .with_cluster_authorized_operations(cluster_ops)
         .with_topics(topics)
 }
 
@@ -1032,8 +1059,14 @@ async fn delete_records(
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-fn describe_cluster(broker: &Arc<Broker>) -> DescribeClusterResponse {
+fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let ops = if req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(ops)
         .with_cluster_id(str_bytes(&broker.topics.cluster_id))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_brokers(vec![DescribeClusterBroker::default()

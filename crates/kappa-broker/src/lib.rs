@@ -12,4 +12,4 @@ pub mod topics;
 
 pub use config::BrokerConfig;
 pub use handlers::supported_versions;
-pub use server::{Broker, BrokerError};
+pub use server::{decode_request, Broker, BrokerError, Decoded, FrameError};

@@ -64,13 +64,6 @@ impl Broker {
         }))
     }
 
-    /// Binds the Kafka listener. When the configured port is 0, the advertised port becomes
-    /// the one the OS chose.
-    pub async fn bind(self: &Arc<Self>) -> Result<TcpListener, BrokerError> {
-        let listener = TcpListener::bind(&self.config.listen).await?;
-        Ok(listener)
-    }
-
     /// Accepts connections until `shutdown` turns true; also runs the retention loop.
     pub async fn serve(
         self: Arc<Self>,
@@ -156,19 +149,17 @@ impl Broker {
         }
     }
 
-    async fn handle_frame(self: &Arc<Self>, mut frame: Bytes, peer: SocketAddr) -> FrameOutcome {
+    async fn handle_frame(self: &Arc<Self>, frame: Bytes, peer: SocketAddr) -> FrameOutcome {
         let started = Instant::now();
-        let api_key_raw = frame.slice(0..2).get_i16();
-        let api_version = frame.slice(2..4).get_i16();
-        let correlation_id = frame.slice(4..8).get_i32();
-        let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
-            return FrameOutcome::Close(format!("unknown API key {api_key_raw}"));
-        };
-        let Some(range) = supported_versions(api_key) else {
-            return FrameOutcome::Close(format!("API {api_key:?} is not supported"));
-        };
-        if api_version < range.0 || api_version > range.1 {
-            if api_key == ApiKey::ApiVersions {
+        let (api_key, api_version, correlation_id, header, request) = match decode_request(frame) {
+            Ok(Decoded::Request {
+                api_key,
+                api_version,
+                correlation_id,
+                header,
+                request,
+            }) => (api_key, api_version, correlation_id, header, request),
+            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
                 // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can downgrade.
                 let body = handlers::api_versions_response(35);
                 return encode_response(
@@ -178,33 +169,7 @@ impl Broker {
                     &ResponseKind::ApiVersions(body),
                 );
             }
-            return FrameOutcome::Close(format!(
-                "{api_key:?} v{api_version} is not supported (supported {}..={})",
-                range.0, range.1
-            ));
-        }
-        let header_version = api_key.request_header_version(api_version);
-        let header = match RequestHeader::decode(&mut frame, header_version) {
-            Ok(h) => h,
-            Err(e) => return FrameOutcome::Close(format!("malformed request header: {e}")),
-        };
-        let request = match RequestKind::decode(api_key, &mut frame, api_version) {
-            Ok(r) => r,
-            Err(e) => {
-                if api_key == ApiKey::ApiVersions {
-                    // Newer clients may send fields we cannot parse; still tell them our versions.
-                    let body = handlers::api_versions_response(35);
-                    return encode_response(
-                        ApiKey::ApiVersions,
-                        0,
-                        correlation_id,
-                        &ResponseKind::ApiVersions(body),
-                    );
-                }
-                return FrameOutcome::Close(format!(
-                    "malformed {api_key:?} v{api_version} request: {e}"
-                ));
-            }
+            Err(e) => return FrameOutcome::Close(e.to_string()),
         };
         let labels = ApiLabels {
             api: format!("{api_key:?}"),
@@ -228,6 +193,92 @@ impl Broker {
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
         outcome
+    }
+}
+
+/// Why a request frame cannot be served; the connection is closed, as Kafka does.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("request frame of {0} bytes is shorter than a request header")]
+    TooShort(usize),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("API {0:?} is not supported")]
+    UnsupportedApi(ApiKey),
+    #[error("{api:?} v{version} is not supported (supported {min}..={max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// A decoded request frame (without its length prefix).
+#[derive(Debug)]
+// Built once per request and moved straight into its handler: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    Request {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+        header: RequestHeader,
+        request: RequestKind,
+    },
+    /// An ApiVersions request the broker cannot serve as sent: it answers v0 with its versions.
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Decodes one request frame. Never panics on any input (see the fuzz target).
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let api_key_raw = frame.slice(0..2).get_i16();
+    let api_version = frame.slice(2..4).get_i16();
+    let correlation_id = frame.slice(4..8).get_i32();
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| FrameError::UnknownApiKey(api_key_raw))?;
+    let (min, max) = supported_versions(api_key).ok_or(FrameError::UnsupportedApi(api_key))?;
+    if api_version < min || api_version > max {
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(FrameError::UnsupportedVersion {
+            api: api_key,
+            version: api_version,
+            min,
+            max,
+        });
+    }
+    let malformed = |reason: String| FrameError::Malformed {
+        api: api_key,
+        version: api_version,
+        reason,
+    };
+    let header_version = api_key.request_header_version(api_version);
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|e| malformed(e.to_string()))?;
+    match RequestKind::decode(api_key, &mut frame, api_version) {
+        Ok(request) => Ok(Decoded::Request {
+            api_key,
+            api_version,
+            correlation_id,
+            header,
+            request,
+        }),
+        // Newer clients may send ApiVersions fields we cannot parse; still tell them our versions.
+        Err(_) if api_key == ApiKey::ApiVersions => {
+            Ok(Decoded::UnsupportedApiVersions { correlation_id })
+        }
+        Err(e) => Err(malformed(e.to_string())),
     }
 }
 

@@ -122,7 +122,47 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
             header.crc
         )));
     }
+    if header.compression_codec() == 0 {
+        check_record_framing(&buf[HEADER_LEN..header.size], header.record_count)?;
+    }
     Ok(header)
+}
+
+/// For uncompressed batches: the records' length prefixes must tile the batch exactly and
+/// number `record_count`, as Kafka's validator insists, so nobody downstream trusts a lie.
+fn check_record_framing(mut records: &[u8], count: i32) -> Result<(), LogError> {
+    for i in 0..count {
+        let (len, used) = read_varint(records).ok_or_else(|| {
+            LogError::CorruptBatch(format!("record {i} of {count} has no valid length"))
+        })?;
+        let end = used as i64 + len;
+        if len < 0 || end > records.len() as i64 {
+            return Err(LogError::CorruptBatch(format!(
+                "record {i} of {count} declares {len} bytes, {} remain",
+                records.len().saturating_sub(used)
+            )));
+        }
+        records = &records[end as usize..];
+    }
+    if !records.is_empty() {
+        return Err(LogError::CorruptBatch(format!(
+            "{} bytes follow the {count} records the batch declares",
+            records.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A zigzag varint (as record lengths are written): (value, bytes used).
+fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, b) in buf.iter().take(10).enumerate() {
+        raw |= ((b & 0x7F) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
 }
 
 /// Iterates over the batches of a buffer that holds whole batches, validating each.
@@ -189,10 +229,20 @@ fn i64_at(buf: &[u8], at: usize) -> i64 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Builds a valid v2 batch of `count` records with the given payload size; record bodies
-    /// are opaque to the log, so they are filled with a pattern.
+    /// Builds a valid v2 batch of `count` records sharing about `payload` bytes; record bodies
+    /// are opaque to the log, so they are a pattern behind their varint length prefixes.
     pub fn make_batch(count: i32, base_ts: i64, payload: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; HEADER_LEN + payload];
+        let mut buf = vec![0u8; HEADER_LEN];
+        let body = payload / count.max(1) as usize;
+        for _ in 0..count {
+            let mut z = (body as u64) << 1;
+            while z >= 0x80 {
+                buf.push((z as u8 & 0x7F) | 0x80);
+                z >>= 7;
+            }
+            buf.push(z as u8);
+            buf.extend((0..body).map(|i| (i % 251) as u8));
+        }
         let len = (buf.len() - LOG_OVERHEAD) as i32;
         buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
         buf[OFF_MAGIC] = 2;
@@ -205,12 +255,24 @@ pub(crate) mod tests {
         buf[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
         buf[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
         buf[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
-        for (i, b) in buf[HEADER_LEN..].iter_mut().enumerate() {
-            *b = (i % 251) as u8;
-        }
         let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
         buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         buf
+    }
+
+    #[test]
+    fn record_count_must_match_the_records() {
+        let mut batch = make_batch(3, 0, 30);
+        batch[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&4i32.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("record 3 of 4"))
+        );
+        batch[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("follow")));
     }
 
     #[test]

@@ -229,11 +229,9 @@ impl Log {
         }
         let result = active.append(&scratch, &headers, config.index_interval_bytes);
         state.scratch = scratch;
-        if let Err(e) = result {
-            // The file may hold a partial write past `size`; the next append overwrites it
-            // and recovery would cut it.
-            return Err(e);
-        }
+        // On error the file may hold a partial write past `size`: the next append overwrites
+        // it and recovery would cut it.
+        result?;
         self.end_offset.store(next, Ordering::Release);
         let records_count = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
         let info = AppendInfo {

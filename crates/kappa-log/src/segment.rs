@@ -9,6 +9,11 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::{LogError, Result};
 
+/// Sparse offset index: (offset relative to the base, file position).
+type OffsetIndex = Vec<(u32, u32)>;
+/// Time index: (largest timestamp so far, relative offset of its batch).
+type TimeIndex = Vec<(i64, u32)>;
+
 const OFFSET_ENTRY: usize = 8;
 const TIME_ENTRY: usize = 12;
 
@@ -33,8 +38,8 @@ pub(crate) struct Segment {
     pub max_timestamp: i64,
     /// Wall-clock time of the first append (or file mtime on reopen), for `segment.ms`.
     pub created_ms: i64,
-    offset_index: Vec<(u32, u32)>,
-    time_index: Vec<(i64, u32)>,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
     index_file: File,
     time_index_file: File,
     bytes_since_index: u64,
@@ -115,7 +120,7 @@ impl Segment {
                 segment.time_index_file = time_index_file;
                 // Only the tail after the last index entry needs reading to learn the end.
                 let from = segment.offset_index.last().map(|e| e.1 as u64).unwrap_or(0);
-                if let Some(cut) = segment.scan_tail(from, false)? {
+                if let Some(cut) = segment.scan_tail(from)? {
                     return Err(LogError::InvalidDirectory(
                         path.display().to_string(),
                         format!("segment tail is inconsistent ({cut}) after a clean shutdown"),
@@ -150,7 +155,7 @@ impl Segment {
         })
     }
 
-    fn load_indexes(&self, file_len: u64) -> Result<Option<(Vec<(u32, u32)>, Vec<(i64, u32)>)>> {
+    fn load_indexes(&self, file_len: u64) -> Result<Option<(OffsetIndex, TimeIndex)>> {
         let (Ok(raw), Ok(raw_time)) = (
             std::fs::read(index_path(&self.dir, self.base_offset)),
             std::fs::read(time_index_path(&self.dir, self.base_offset)),
@@ -160,7 +165,7 @@ impl Segment {
         if raw.len() % OFFSET_ENTRY != 0 || raw_time.len() % TIME_ENTRY != 0 {
             return Ok(None);
         }
-        let offsets: Vec<(u32, u32)> = raw
+        let offsets: OffsetIndex = raw
             .chunks_exact(OFFSET_ENTRY)
             .map(|c| {
                 (
@@ -169,7 +174,7 @@ impl Segment {
                 )
             })
             .collect();
-        let times: Vec<(i64, u32)> = raw_time
+        let times: TimeIndex = raw_time
             .chunks_exact(TIME_ENTRY)
             .map(|c| {
                 let mut ts = [0u8; 8];
@@ -196,7 +201,7 @@ impl Segment {
 
     /// Reads batch headers from `from` to the end of the file, updating `size`, `next_offset`
     /// and `max_timestamp`. Returns a description of the first inconsistency, if any.
-    fn scan_tail(&mut self, from: u64, _check_crc: bool) -> Result<Option<String>> {
+    fn scan_tail(&mut self, from: u64) -> Result<Option<String>> {
         let file_len = self.size;
         let mut pos = from;
         let mut header_buf = [0u8; HEADER_LEN];

@@ -175,6 +175,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {
     let consumer: BaseConsumer = conn
         .client_config()
+        .set("group.id", "kappa-bench")
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")

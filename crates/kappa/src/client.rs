@@ -413,6 +413,8 @@ fn consume_blocking(args: ConsumeArgs) -> anyhow::Result<()> {
     let consumer: BaseConsumer = args
         .conn
         .client_config()
+        // librdkafka needs a group id for assign(); offsets are never committed to it.
+        .set("group.id", "kappa-cli")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()

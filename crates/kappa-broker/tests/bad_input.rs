@@ -1,0 +1,438 @@
+//! Bad input against a broker running in-process: malformed frames, impossible lengths,
+//! unsupported versions, corrupt or oversized batches and clients that vanish mid-request get
+//! a precise error or a closed connection, and the broker keeps serving everyone else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kappa_broker::{decode_request, Broker, BrokerConfig};
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+struct Running {
+    broker: Arc<Broker>,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    _stop: watch::Sender<bool>,
+}
+
+async fn start(config: BrokerConfig) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: addr.to_string(),
+        ..config
+    };
+    let broker = Broker::open(config).unwrap();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(broker.clone().serve(listener, rx));
+    Running {
+        broker,
+        addr,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+fn frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf
+}
+
+/// Reads one response; `None` when the broker closed the connection.
+async fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len))
+        .await
+        .expect("broker answers or closes within 10 s")
+        .ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).await.ok()?;
+    Some(Bytes::from(buf))
+}
+
+async fn call<Req: Encodable, Resp: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    body: &Req,
+) -> Resp {
+    stream
+        .write_all(&frame(api, version, 7, body))
+        .await
+        .unwrap();
+    let mut bytes = read_response(stream).await.expect("a response");
+    let header = ResponseHeader::decode(&mut bytes, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    Resp::decode(&mut bytes, version).unwrap()
+}
+
+async fn still_serving(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let r: ApiVersionsResponse = call(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+async fn closed(stream: &mut TcpStream) -> bool {
+    read_response(stream).await.is_none()
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce_request(topic: &str, acks: i16, records: Option<Bytes>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(records)])])
+}
+
+async fn produce(
+    stream: &mut TcpStream,
+    topic: &str,
+    acks: i16,
+    records: Option<Bytes>,
+) -> (i16, i64) {
+    let r: ProduceResponse = call(
+        stream,
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, acks, records),
+    )
+    .await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn end_offset(running: &Running, topic: &str) -> i64 {
+    running.broker.topics.get(topic).unwrap().partitions[0].end_offset()
+}
+
+#[tokio::test]
+async fn impossible_lengths_and_garbage_close_only_that_connection() {
+    let running = start(BrokerConfig {
+        max_request_bytes: 1 << 20,
+        ..Default::default()
+    })
+    .await;
+    for prefix in [i32::MAX, -5, 3, (1 << 20) + 1] {
+        let mut s = TcpStream::connect(running.addr).await.unwrap();
+        s.write_all(&prefix.to_be_bytes()).await.unwrap();
+        assert!(closed(&mut s).await, "length {prefix}");
+    }
+    // Unknown API key, unsupported API, then random bytes with a plausible length.
+    for body in [
+        vec![0x03, 0xE7, 0, 0, 0, 0, 0, 1, 0, 0],
+        vec![0, 22, 0, 0, 0, 0, 0, 1, 0, 0], // InitProducerId: not implemented yet
+        (0..200).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>(),
+    ] {
+        let mut s = TcpStream::connect(running.addr).await.unwrap();
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        s.write_all(&f).await.unwrap();
+        assert!(closed(&mut s).await);
+    }
+    // A client that vanishes halfway through a request.
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(&100i32.to_be_bytes()).await.unwrap();
+    s.write_all(&[0, 18, 0, 3, 0, 0]).await.unwrap();
+    drop(s);
+    still_serving(running.addr).await;
+}
+
+#[tokio::test]
+async fn unsupported_api_versions_version_gets_the_supported_list() {
+    let running = start(BrokerConfig::default()).await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(
+        &frame(ApiKey::ApiVersions, 3, 11, &ApiVersionsRequest::default())
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 7 { 99 } else { *b })
+            .collect::<Vec<u8>>(),
+    )
+    .await
+    .unwrap();
+    let mut bytes = read_response(&mut s).await.unwrap();
+    assert_eq!(bytes.get_i32(), 11, "correlation id");
+    let r = ApiVersionsResponse::decode(&mut bytes, 0).unwrap();
+    assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Fetch as i16 && k.max_version == 12));
+    // Another API at a version the broker does not serve closes the connection.
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(
+        &frame(ApiKey::Metadata, 12, 1, &MetadataRequest::default())
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 7 { 40 } else { *b })
+            .collect::<Vec<u8>>(),
+    )
+    .await
+    .unwrap();
+    assert!(closed(&mut s).await);
+    still_serving(running.addr).await;
+}
+
+#[tokio::test]
+async fn bad_batches_get_kafka_error_codes_and_leave_the_partition_untouched() {
+    let running = start(BrokerConfig::default()).await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(
+        produce(&mut s, "t", -1, Some(batch(&["a", "b"]))).await,
+        (0, 0)
+    );
+    let good = batch(&["c"]);
+
+    let mut flipped = good.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xFF;
+    assert_eq!(
+        produce(&mut s, "t", 1, Some(Bytes::from(flipped))).await.0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+
+    let truncated = good.slice(..good.len() - 3);
+    assert_eq!(
+        produce(&mut s, "t", 1, Some(truncated)).await.0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+
+    let mut magic1 = good.to_vec();
+    magic1[16] = 1;
+    assert_eq!(
+        produce(&mut s, "t", 1, Some(Bytes::from(magic1))).await.0,
+        43,
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT"
+    );
+
+    assert_eq!(produce(&mut s, "t", 1, None).await.0, 2, "missing records");
+    assert_eq!(
+        produce(&mut s, "t", 5, Some(good.clone())).await.0,
+        21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    assert_eq!(end_offset(&running, "t"), 2);
+
+    // A record count that the records do not match, under a valid CRC.
+    let mut lying = good.to_vec();
+    lying[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c(&lying[21..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        produce(&mut s, "t", 1, Some(Bytes::from(lying))).await.0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    assert_eq!(end_offset(&running, "t"), 2);
+    assert_eq!(produce(&mut s, "t", -1, Some(good)).await.0, 0);
+    still_serving(running.addr).await;
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    // Castagnoli, bitwise: test-only, so no table.
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn oversized_batch_is_message_too_large() {
+    let running = start(BrokerConfig {
+        message_max_bytes: 500,
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let big = "x".repeat(1000);
+    assert_eq!(
+        produce(&mut s, "big", 1, Some(batch(&[&big]))).await.0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        produce(&mut s, "big", 1, Some(batch(&["small"]))).await,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn fetch_errors_and_long_poll() {
+    let running = start(BrokerConfig {
+        auto_create_topics: false,
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("f")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(
+        produce(&mut s, "nope", 1, Some(batch(&["a"]))).await.0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    let fetch = |topic: &'static str, offset: i64, wait: i32| {
+        FetchRequest::default()
+            .with_max_wait_ms(wait)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch("nope", 0, 100)).await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 3);
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch("f", 5, 100)).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+
+    // A long poll returns as soon as data arrives, not at max_wait.
+    let addr = running.addr;
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut w = TcpStream::connect(addr).await.unwrap();
+        produce(&mut w, "f", 1, Some(batch(&["late"]))).await
+    });
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch("f", 0, 30_000)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 1);
+    assert!(p.records.as_ref().is_some_and(|b| !b.is_empty()));
+    assert_eq!(writer.await.unwrap(), (0, 0));
+}
+
+/// Mutated copies of valid requests never panic the decoder (a quick, deterministic cousin of
+/// the cargo-fuzz target in fuzz/).
+#[test]
+fn decoder_survives_mutated_requests() {
+    let valid: Vec<BytesMut> = vec![
+        frame(
+            ApiKey::Produce,
+            9,
+            1,
+            &produce_request("topic", -1, Some(batch(&["a", "b"]))),
+        ),
+        frame(
+            ApiKey::Produce,
+            3,
+            1,
+            &produce_request("topic", 1, Some(batch(&["a"]))),
+        ),
+        frame(ApiKey::Metadata, 12, 1, &MetadataRequest::default()),
+        frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default()),
+        frame(
+            ApiKey::Fetch,
+            12,
+            1,
+            &FetchRequest::default().with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("x")))
+                .with_partitions(vec![FetchPartition::default()])]),
+        ),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    for _ in 0..20_000 {
+        let mut f = valid[rng.random_range(0..valid.len())][4..].to_vec();
+        for _ in 0..rng.random_range(1..8) {
+            let i = rng.random_range(0..f.len());
+            match rng.random_range(0..3) {
+                0 => f[i] = rng.random(),
+                1 => f[i] = 0xFF,
+                _ => f.truncate(i.max(1)),
+            }
+        }
+        let _ = decode_request(Bytes::from(f));
+    }
+}
