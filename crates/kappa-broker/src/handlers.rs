@@ -35,7 +35,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use kappa_log::{Log, LogError};
+use kappa_log::{AppendInfo, Log, LogError};
 use uuid::Uuid;
 
 use crate::metrics::TopicLabels;
@@ -98,15 +98,22 @@ pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
         .with_api_keys(api_keys)
 }
 
+/// A handler's answer: now, or from a task still running (a produce waiting for its fsync).
+pub enum Handled {
+    Now(Option<ResponseKind>),
+    /// The response and the number of error codes it carries.
+    Later(tokio::task::JoinHandle<(Option<ResponseKind>, u32)>),
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &mut RequestContext,
     request: RequestKind,
-) -> Option<ResponseKind> {
-    Some(match request {
+) -> Handled {
+    Handled::Now(Some(match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, ctx, r)),
-        RequestKind::Produce(r) => return produce(broker, ctx, r).await.map(ResponseKind::Produce),
+        RequestKind::Produce(r) => return produce(broker, ctx, r).await,
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, ctx, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(broker, ctx, r)),
@@ -128,8 +135,8 @@ pub async fn handle(
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
         // Unreachable: the server only decodes APIs listed in `supported_versions`.
-        _ => return None,
-    })
+        _ => return Handled::Now(None),
+    }))
 }
 
 fn topic_error_code(e: &TopicError) -> ResponseError {
@@ -277,35 +284,40 @@ fn metadata_topic(t: &Topic, version: i16) -> MetadataResponseTopic {
 // ---------------------------------------------------------------------------------------------
 // Produce
 
-async fn produce(
-    broker: &Arc<Broker>,
-    ctx: &mut RequestContext,
-    req: ProduceRequest,
-) -> Option<ProduceResponse> {
+/// Phase one, in request order: validate and append every partition's batches. Phase two,
+/// spawned: wait for the fsyncs acks=all asks for, then answer. The connection reads and
+/// appends the next request while this one's fsync runs.
+async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceRequest) -> Handled {
     let acks = req.acks;
-    let mut responses = Vec::new();
-    let mut pending = Vec::new();
+    let version = ctx.api_version;
     if !(acks == 0 || acks == 1 || acks == -1) {
         let code = ctx.err(ResponseError::InvalidRequiredAcks);
-        for t in &req.topic_data {
-            let parts = t
-                .partition_data
-                .iter()
-                .map(|p| {
-                    PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_error_code(code)
-                        .with_base_offset(-1)
-                })
-                .collect();
-            responses.push(
+        let responses = req
+            .topic_data
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partition_data
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code)
+                            .with_base_offset(-1)
+                    })
+                    .collect();
                 TopicProduceResponse::default()
                     .with_name(t.name.clone())
-                    .with_partition_responses(parts),
-            );
-        }
-        return Some(ProduceResponse::default().with_responses(responses));
+                    .with_partition_responses(parts)
+            })
+            .collect();
+        return Handled::Now(Some(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        )));
     }
+    type Appended = Result<(Arc<Log>, AppendInfo), (ResponseError, Option<String>)>;
+    let mut appends: Vec<(TopicName, i32, Appended)> = Vec::new();
+    let mut tasks = Vec::new();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = broker.topics.get_or_create(
@@ -321,47 +333,44 @@ async fn produce(
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(topic_error_code(e)),
             };
-            let task = match (log, p.records) {
+            match (log, p.records) {
                 (Ok(log), Some(records)) => {
-                    let topic = name.clone();
-                    Ok(tokio::task::spawn_blocking(move || {
-                        let result = log.append(&records, now_ms());
-                        if let (Ok(info), -1) = (&result, acks) {
-                            log.flush_to(info.last_offset + 1)?;
-                        }
-                        result.map(|info| (info, topic))
-                    }))
+                    tasks.push((
+                        topic_data.name.clone(),
+                        p.index,
+                        tokio::task::spawn_blocking(move || {
+                            log.append(&records, now_ms()).map(|info| (log, info))
+                        }),
+                    ));
                 }
-                (Ok(_), None) => Err(ResponseError::CorruptMessage),
-                (Err(e), _) => Err(e),
-            };
-            pending.push((topic_data.name.clone(), p.index, task));
+                (Ok(_), None) => appends.push((
+                    topic_data.name.clone(),
+                    p.index,
+                    Err((ResponseError::CorruptMessage, None)),
+                )),
+                (Err(e), _) => appends.push((topic_data.name.clone(), p.index, Err((e, None)))),
+            }
         }
     }
-    let mut by_topic: BTreeMap<String, (TopicName, Vec<PartitionProduceResponse>)> =
-        BTreeMap::new();
-    let mut appended = false;
-    for (name, index, task) in pending {
-        let mut resp = PartitionProduceResponse::default()
-            .with_index(index)
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(-1);
-        let outcome = match task {
-            Ok(handle) => match handle.await {
-                Ok(r) => r.map_err(|e| {
-                    tracing::debug!(topic = %name.0, partition = index, error = %e, "produce rejected");
-                    let msg = e.to_string();
-                    (log_error_code(&e), Some(msg))
-                }),
-                Err(e) => Err((ResponseError::UnknownServerError, Some(e.to_string()))),
-            },
-            Err(e) => Err((e, None)),
+    for (name, index, task) in tasks {
+        let appended = match task.await {
+            Ok(Ok(ok)) => Ok(ok),
+            Ok(Err(e)) => {
+                tracing::debug!(topic = %name.0, partition = index, error = %e, "produce rejected");
+                Err((log_error_code(&e), Some(e.to_string())))
+            }
+            Err(e) => Err((ResponseError::UnknownServerError, Some(e.to_string()))),
         };
-        match outcome {
-            Ok((info, topic)) => {
-                appended = true;
-                let labels = TopicLabels { topic };
+        appends.push((name, index, appended));
+    }
+    let mut any_appended = false;
+    for (name, _, appended) in &appends {
+        match appended {
+            Ok((_, info)) => {
+                any_appended = true;
+                let labels = TopicLabels {
+                    topic: name.0.to_string(),
+                };
                 broker
                     .metrics
                     .bytes_in
@@ -372,43 +381,94 @@ async fn produce(
                     .records_in
                     .get_or_create(&labels)
                     .inc_by(info.records as u64);
-                resp = resp
-                    .with_base_offset(info.base_offset)
-                    .with_log_append_time_ms(info.log_append_time)
-                    .with_log_start_offset(if ctx.api_version >= 5 {
-                        info.log_start_offset
-                    } else {
-                        -1
-                    });
             }
-            Err((code, message)) => {
-                let message = message.filter(|_| ctx.api_version >= 8);
-                resp = resp
-                    .with_error_code(ctx.err(code))
-                    .with_error_message(message.map(|m| str_bytes(&m)));
+            Err(_) => {
+                ctx.errors += 1;
             }
         }
-        by_topic
-            .entry(name.0.to_string())
-            .or_insert_with(|| (name.clone(), Vec::new()))
-            .1
-            .push(resp);
     }
-    if appended {
+    if any_appended {
         broker.data_arrived.notify_waiters();
     }
-    if acks == 0 {
-        return None;
-    }
-    let responses = by_topic
-        .into_values()
-        .map(|(name, parts)| {
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(parts)
-        })
-        .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    Handled::Later(tokio::spawn(async move {
+        let mut errors = 0;
+        let mut by_topic: BTreeMap<String, (TopicName, Vec<PartitionProduceResponse>)> =
+            BTreeMap::new();
+        // acks=all: start every partition's fsync, then collect them.
+        let flushes: Vec<_> = appends
+            .into_iter()
+            .map(|(name, index, appended)| {
+                let flush = match (&appended, acks) {
+                    (Ok((log, info)), -1) => {
+                        let (log, end) = (log.clone(), info.last_offset + 1);
+                        Some(tokio::task::spawn_blocking(move || log.flush_to(end)))
+                    }
+                    _ => None,
+                };
+                (name, index, appended, flush)
+            })
+            .collect();
+        for (name, index, appended, flush) in flushes {
+            let mut outcome = appended.map(|(_, info)| info);
+            if let Some(flush) = flush {
+                match flush.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => outcome = Err((log_error_code(&e), Some(e.to_string()))),
+                    Err(e) => {
+                        outcome = Err((ResponseError::UnknownServerError, Some(e.to_string())))
+                    }
+                }
+            }
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            match outcome {
+                Ok(info) => {
+                    resp = resp
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(if version >= 5 {
+                            info.log_start_offset
+                        } else {
+                            -1
+                        });
+                }
+                Err((code, message)) => {
+                    if code.code() != 0 {
+                        errors += 1;
+                    }
+                    let message = message.filter(|_| version >= 8);
+                    resp = resp
+                        .with_error_code(code.code())
+                        .with_error_message(message.map(|m| str_bytes(&m)));
+                }
+            }
+            by_topic
+                .entry(name.0.to_string())
+                .or_insert_with(|| (name.clone(), Vec::new()))
+                .1
+                .push(resp);
+        }
+        if acks == 0 {
+            return (None, errors);
+        }
+        let responses = by_topic
+            .into_values()
+            .map(|(name, parts)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(parts)
+            })
+            .collect();
+        (
+            Some(ResponseKind::Produce(
+                ProduceResponse::default().with_responses(responses),
+            )),
+            errors,
+        )
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::BrokerConfig;
-use crate::handlers::{self, supported_versions, RequestContext};
+use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
 use crate::topics::{TopicError, TopicRegistry};
 
@@ -110,6 +110,9 @@ impl Broker {
         retention.abort();
     }
 
+    /// Requests are read and handled in order; responses are written in order by a separate
+    /// task, so a produce waiting for its fsync does not stop the next request from being read
+    /// and appended (its fsync then covers both: group commit within one connection too).
     async fn handle_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -117,39 +120,41 @@ impl Broker {
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = stream.into_split();
-        let mut out = BytesMut::with_capacity(64 * 1024);
-        loop {
-            let mut len_buf = [0u8; 4];
-            tokio::select! {
-                r = reader.read_exact(&mut len_buf) => { r?; }
-                _ = shutdown.changed() => return Ok(()),
-            }
-            let len = i32::from_be_bytes(len_buf);
-            if len < 8 || len as usize > self.config.max_request_bytes {
-                tracing::warn!(%peer, len, max = self.config.max_request_bytes, "request size out of bounds; closing connection");
-                return Ok(());
-            }
-            let mut frame = BytesMut::zeroed(len as usize);
-            reader.read_exact(&mut frame).await?;
-            let frame = frame.freeze();
-            match self.handle_frame(frame, peer).await {
-                FrameOutcome::Respond(bytes) => {
-                    out.clear();
-                    out.put_i32(bytes.len() as i32);
-                    out.extend_from_slice(&bytes);
-                    writer.write_all(&out).await?;
+        let (mut reader, writer) = stream.into_split();
+        let (queue, pending) = mpsc::channel::<Queued>(MAX_IN_FLIGHT);
+        let writer_task = tokio::spawn(write_responses(writer, pending, peer));
+        let result = async {
+            loop {
+                let mut len_buf = [0u8; 4];
+                tokio::select! {
+                    r = reader.read_exact(&mut len_buf) => { r?; }
+                    _ = shutdown.changed() => return Ok(()),
                 }
-                FrameOutcome::NoResponse => {}
-                FrameOutcome::Close(reason) => {
-                    tracing::warn!(%peer, reason, "closing connection");
+                let len = i32::from_be_bytes(len_buf);
+                if len < 8 || len as usize > self.config.max_request_bytes {
+                    let reason = format!(
+                        "request size {len} out of bounds (max {})",
+                        self.config.max_request_bytes
+                    );
+                    let _ = queue.send(Queued::Ready(FrameOutcome::Close(reason))).await;
+                    return Ok(());
+                }
+                let mut frame = BytesMut::zeroed(len as usize);
+                reader.read_exact(&mut frame).await?;
+                let queued = self.handle_frame(frame.freeze(), peer).await;
+                let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_)));
+                if queue.send(queued).await.is_err() || close {
                     return Ok(());
                 }
             }
         }
+        .await;
+        drop(queue);
+        let _ = writer_task.await;
+        result
     }
 
-    async fn handle_frame(self: &Arc<Self>, frame: Bytes, peer: SocketAddr) -> FrameOutcome {
+    async fn handle_frame(self: &Arc<Self>, frame: Bytes, peer: SocketAddr) -> Queued {
         let started = Instant::now();
         let (api_key, api_version, correlation_id, header, request) = match decode_request(frame) {
             Ok(Decoded::Request {
@@ -162,37 +167,92 @@ impl Broker {
             Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
                 // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can downgrade.
                 let body = handlers::api_versions_response(35);
-                return encode_response(
+                return Queued::Ready(encode_response(
                     ApiKey::ApiVersions,
                     0,
                     correlation_id,
                     &ResponseKind::ApiVersions(body),
-                );
+                ));
             }
-            Err(e) => return FrameOutcome::Close(e.to_string()),
-        };
-        let labels = ApiLabels {
-            api: format!("{api_key:?}"),
+            Err(e) => return Queued::Ready(FrameOutcome::Close(e.to_string())),
         };
         tracing::trace!(%peer, ?api_key, api_version, client = ?header.client_id, "request");
         let mut ctx = RequestContext {
             api_version,
             errors: 0,
         };
-        let response = handlers::handle(self, &mut ctx, request).await;
-        self.metrics.requests.get_or_create(&labels).inc();
-        if ctx.errors > 0 {
-            self.metrics.request_errors.get_or_create(&labels).inc();
-        }
-        let outcome = match response {
-            Some(response) => encode_response(api_key, api_version, correlation_id, &response),
-            None => FrameOutcome::NoResponse,
+        let broker = self.clone();
+        let finish = move |response: Option<ResponseKind>, errors: u32| {
+            let labels = ApiLabels {
+                api: format!("{api_key:?}"),
+            };
+            broker.metrics.requests.get_or_create(&labels).inc();
+            if errors > 0 {
+                broker.metrics.request_errors.get_or_create(&labels).inc();
+            }
+            let outcome = match response {
+                Some(response) => encode_response(api_key, api_version, correlation_id, &response),
+                None => FrameOutcome::NoResponse,
+            };
+            broker
+                .metrics
+                .request_latency
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            outcome
         };
-        self.metrics
-            .request_latency
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        outcome
+        match handlers::handle(self, &mut ctx, request).await {
+            Handled::Now(response) => Queued::Ready(finish(response, ctx.errors)),
+            Handled::Later(task) => Queued::Pending(tokio::spawn(async move {
+                match task.await {
+                    Ok((response, errors)) => finish(response, ctx.errors + errors),
+                    Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
+                }
+            })),
+        }
+    }
+}
+
+/// How many requests of one connection may wait for their responses at once.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// A response in the connection's queue: ready, or still being produced (a produce waiting
+/// for its fsync).
+enum Queued {
+    Ready(FrameOutcome),
+    Pending(tokio::task::JoinHandle<FrameOutcome>),
+}
+
+async fn write_responses(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut pending: mpsc::Receiver<Queued>,
+    peer: SocketAddr,
+) {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(queued) = pending.recv().await {
+        let outcome = match queued {
+            Queued::Ready(o) => o,
+            Queued::Pending(task) => match task.await {
+                Ok(o) => o,
+                Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
+            },
+        };
+        match outcome {
+            FrameOutcome::Respond(bytes) => {
+                out.clear();
+                out.put_i32(bytes.len() as i32);
+                out.extend_from_slice(&bytes);
+                if writer.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+            FrameOutcome::NoResponse => {}
+            FrameOutcome::Close(reason) => {
+                tracing::warn!(%peer, reason, "closing connection");
+                let _ = writer.shutdown().await;
+                return;
+            }
+        }
     }
 }
 
