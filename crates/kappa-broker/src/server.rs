@@ -228,7 +228,6 @@ async fn write_responses(
     mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
-    let mut out = BytesMut::with_capacity(64 * 1024);
     while let Some(queued) = pending.recv().await {
         let outcome = match queued {
             Queued::Ready(o) => o,
@@ -239,10 +238,7 @@ async fn write_responses(
         };
         match outcome {
             FrameOutcome::Respond(bytes) => {
-                out.clear();
-                out.put_i32(bytes.len() as i32);
-                out.extend_from_slice(&bytes);
-                if writer.write_all(&out).await.is_err() {
+                if writer.write_all(&bytes).await.is_err() {
                     return;
                 }
             }
@@ -343,11 +339,13 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
 }
 
 enum FrameOutcome {
+    /// A complete response frame, length prefix included.
     Respond(Bytes),
     NoResponse,
     Close(String),
 }
 
+/// Encodes a response frame, length prefix included, ready to be written as it is.
 fn encode_response(
     api_key: ApiKey,
     version: i16,
@@ -355,6 +353,7 @@ fn encode_response(
     body: &ResponseKind,
 ) -> FrameOutcome {
     let mut buf = BytesMut::new();
+    buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
     if let Err(e) = header.encode(&mut buf, header_version) {
@@ -363,5 +362,7 @@ fn encode_response(
     if let Err(e) = body.encode(&mut buf, version) {
         return FrameOutcome::Close(format!("could not encode {api_key:?} response: {e}"));
     }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
     FrameOutcome::Respond(buf.freeze())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, BatchHeader};
-use crate::segment::Segment;
+use crate::segment::{read_batches, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -294,9 +294,9 @@ impl Log {
             high_watermark: end,
             log_start_offset: start,
         };
-        let mut budget = max_bytes;
-        let mut first = at_least_one;
-        for (_, segment) in state
+        // Plan under the lock (positions are found through the indexes), read without it.
+        let mut plan: Vec<(Arc<std::fs::File>, u64, u64)> = Vec::new();
+        let candidates = state
             .segments
             .range(..=offset)
             .next_back()
@@ -304,18 +304,28 @@ impl Log {
             .chain(state.segments.range((
                 std::ops::Bound::Excluded(offset),
                 std::ops::Bound::Unbounded,
-            )))
-        {
+            )));
+        let mut planned = 0u64;
+        for (_, segment) in candidates {
+            if planned >= max_bytes as u64 && !plan.is_empty() {
+                break;
+            }
+            if let Some(pos) = segment.position_of(offset)? {
+                planned += segment.size - pos;
+                plan.push((Arc::clone(&segment.file), pos, segment.size));
+            }
+        }
+        drop(state);
+        let mut budget = max_bytes;
+        let mut first = at_least_one;
+        for (file, pos, end) in plan {
             if budget == 0 && !first {
                 break;
             }
-            let Some(pos) = segment.position_of(offset)? else {
-                continue;
-            };
-            let chunk = segment.read(pos, budget, first)?;
+            let chunk = read_batches(&file, pos, end, budget, first)?;
             let chunk_len = chunk.len();
-            budget = budget.saturating_sub(chunk.len());
-            if !chunk.is_empty() {
+            budget = budget.saturating_sub(chunk_len);
+            if chunk_len > 0 {
                 first = false;
             }
             if out.bytes.is_empty() {
@@ -323,7 +333,7 @@ impl Log {
             } else {
                 out.bytes.extend_from_slice(&chunk);
             }
-            if pos + (chunk_len as u64) < segment.size {
+            if pos + (chunk_len as u64) < end {
                 break; // the budget ran out inside this segment
             }
         }
@@ -340,7 +350,7 @@ impl Log {
                 continue;
             }
             if let Some(pos) = segment.position_of_time(ts)? {
-                let bytes = segment.read(pos, 0, true)?;
+                let bytes = read_batches(&segment.file, pos, segment.size, 0, true)?;
                 let header = BatchHeader::parse(&bytes)?;
                 if header.last_offset() < start {
                     continue;

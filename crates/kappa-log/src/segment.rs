@@ -367,27 +367,6 @@ impl Segment {
         Ok(None)
     }
 
-    /// Reads up to `max` bytes of whole batches from `pos`; at least one whole batch when
-    /// `at_least_one` (Kafka returns an oversized first batch rather than nothing).
-    pub fn read(&self, pos: u64, max: usize, at_least_one: bool) -> Result<Vec<u8>> {
-        let available = (self.size - pos) as usize;
-        let mut len = available.min(max);
-        if at_least_one && len < HEADER_LEN.min(available) {
-            len = HEADER_LEN.min(available);
-        }
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, pos)?;
-        let mut whole = batch::whole_batches_len(&buf);
-        if whole == 0 && at_least_one && len >= HEADER_LEN {
-            let header = BatchHeader::parse(&buf)?;
-            buf.resize(header.size.min(available), 0);
-            self.file.read_exact_at(&mut buf, pos)?;
-            whole = buf.len();
-        }
-        buf.truncate(whole);
-        Ok(buf)
-    }
-
     pub fn flush(&self) -> Result<()> {
         self.file.sync_data()?;
         self.index_file.sync_data()?;
@@ -424,4 +403,33 @@ fn open_index_files(dir: &Path, base: i64, truncate: bool) -> Result<(File, File
         open(index_path(dir, base))?,
         open(time_index_path(dir, base))?,
     ))
+}
+
+/// Reads up to `max` bytes of whole batches from `pos` (never past `end`, the segment size when
+/// the read was planned); at least one whole batch when `at_least_one`, as Kafka returns an
+/// oversized first batch rather than nothing. Runs without the log's lock: the file handle
+/// stays valid even if retention deletes the segment meanwhile.
+pub(crate) fn read_batches(
+    file: &File,
+    pos: u64,
+    end: u64,
+    max: usize,
+    at_least_one: bool,
+) -> Result<Vec<u8>> {
+    let available = end.saturating_sub(pos) as usize;
+    let mut len = available.min(max);
+    if at_least_one && len < HEADER_LEN.min(available) {
+        len = HEADER_LEN.min(available);
+    }
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, pos)?;
+    let mut whole = batch::whole_batches_len(&buf);
+    if whole == 0 && at_least_one && len >= HEADER_LEN {
+        let header = BatchHeader::parse(&buf)?;
+        buf.resize(header.size.min(available), 0);
+        file.read_exact_at(&mut buf, pos)?;
+        whole = buf.len();
+    }
+    buf.truncate(whole);
+    Ok(buf)
 }
