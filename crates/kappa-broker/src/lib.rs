@@ -5,6 +5,7 @@
 //! It knows nothing of SQL or the registry.
 
 pub mod config;
+pub mod groups;
 mod handlers;
 pub mod metrics;
 mod server;

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::BrokerConfig;
+use crate::groups::GroupCoordinator;
 use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
 use crate::topics::{TopicError, TopicRegistry};
@@ -22,6 +23,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub topics: TopicRegistry,
     pub metrics: BrokerMetrics,
+    pub groups: GroupCoordinator,
     /// Woken on every append, so long-polling fetches can answer early.
     pub data_arrived: Notify,
     pub advertised_host: String,
@@ -42,6 +44,7 @@ impl Broker {
     /// Opens the data directory (recovering partitions as needed).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let topics = TopicRegistry::open(&config)?;
+        let groups = GroupCoordinator::open(&topics)?;
         let advertised = config
             .advertised_listener
             .clone()
@@ -58,6 +61,7 @@ impl Broker {
             config,
             topics,
             metrics: BrokerMetrics::default(),
+            groups,
             data_arrived: Notify::new(),
             advertised_host: host,
             advertised_port: port,
@@ -87,6 +91,16 @@ impl Broker {
                 }
             })
         };
+        let group_ticker = {
+            let broker = self.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(std::time::Duration::from_millis(100));
+                loop {
+                    interval.tick().await;
+                    broker.groups.tick();
+                }
+            })
+        };
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -108,6 +122,7 @@ impl Broker {
             }
         }
         retention.abort();
+        group_ticker.abort();
     }
 
     /// Requests are read and handled in order; responses are written in order by a separate
@@ -179,6 +194,12 @@ impl Broker {
         tracing::trace!(%peer, ?api_key, api_version, client = ?header.client_id, "request");
         let mut ctx = RequestContext {
             api_version,
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            client_host: format!("/{}", peer.ip()),
             errors: 0,
         };
         let broker = self.clone();

@@ -1,0 +1,954 @@
+//! The group coordinator (Kafka's classic group protocol): membership, rebalances, static
+//! members, session expiry, and committed offsets made durable in the internal
+//! `__consumer_offsets` topic, from which they are rebuilt on start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kappa_log::Log;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::topics::{now_ms, TopicError, TopicRegistry};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const MIN_SESSION_TIMEOUT_MS: i32 = 1_000;
+const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
+const MAX_METADATA_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp: i64,
+}
+
+/// Committed offsets by topic: (topic, [(partition, offset if any)]).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// What a JoinGroup gets back.
+#[derive(Debug, Clone)]
+pub struct JoinResult {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader: every member's (id, instance id, metadata for the chosen protocol).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: ResponseError, member_id: &str) -> JoinResult {
+        JoinResult {
+            error: error.code(),
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member must come back with the id it is given.
+    pub require_known_member_id: bool,
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<(i16, Bytes)>>,
+}
+
+#[derive(Default)]
+struct Group {
+    state: Option<GroupState>,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: IndexMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
+    pending: HashMap<String, Instant>,
+    rebalance_deadline: Option<Instant>,
+    offsets: BTreeMap<(String, i32), CommittedOffset>,
+}
+
+impl Group {
+    fn state(&self) -> GroupState {
+        self.state.unwrap_or(GroupState::Empty)
+    }
+
+    fn static_member(&self, instance_id: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(instance_id))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Protocols every member supports, picked by the members' votes (each votes for its most
+    /// preferred candidate), ties going to the first member's preference.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        let mut votes: HashMap<&String, usize> = HashMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
+                *votes.entry(name).or_default() += 1;
+            }
+        }
+        candidates
+            .iter()
+            .max_by_key(|c| {
+                (
+                    votes.get(*c).copied().unwrap_or(0),
+                    std::cmp::Reverse(candidates.iter().position(|x| x == *c)),
+                )
+            })
+            .map(|c| (*c).clone())
+    }
+
+    fn prepare_rebalance(&mut self) {
+        if self.state() != GroupState::PreparingRebalance {
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(60));
+            self.rebalance_deadline = Some(Instant::now() + timeout);
+            self.state = Some(GroupState::PreparingRebalance);
+            // Members waiting in SyncGroup learn that the round is over.
+            for m in self.members.values_mut() {
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send((ResponseError::RebalanceInProgress.code(), Bytes::new()));
+                }
+            }
+        }
+    }
+
+    /// Completes the join phase when every member has rejoined (or, with `force`, drops those
+    /// that have not).
+    fn try_complete_join(&mut self, force: bool) {
+        if self.state() != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        if !all_joined && !force {
+            return;
+        }
+        self.members.retain(|_, m| m.join_waiter.is_some());
+        self.rebalance_deadline = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = Some(GroupState::Empty);
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = Some(GroupState::CompletingRebalance);
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let all: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(p, _)| *p == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect();
+        let now = Instant::now();
+        for (id, m) in self.members.iter_mut() {
+            m.assignment = Bytes::new();
+            m.last_heartbeat = now;
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult {
+                    error: 0,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol: self.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+    }
+
+    fn remove_member(&mut self, member_id: &str) {
+        if let Some(m) = self.members.shift_remove(member_id) {
+            if let Some(w) = m.join_waiter {
+                let _ = w.send(JoinResult::error(ResponseError::UnknownMemberId, member_id));
+            }
+            if let Some(w) = m.sync_waiter {
+                let _ = w.send((ResponseError::UnknownMemberId.code(), Bytes::new()));
+            }
+        }
+        if self.leader.as_deref() == Some(member_id) {
+            self.leader = None;
+        }
+        match self.state() {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.state = Some(GroupState::Empty);
+                    self.generation += 1;
+                    self.protocol = None;
+                } else {
+                    self.prepare_rebalance();
+                }
+            }
+            GroupState::PreparingRebalance => self.try_complete_join(false),
+            GroupState::Empty => {}
+        }
+    }
+
+    fn check_member(&self, member_id: &str, generation: i32) -> Result<(), ResponseError> {
+        if !self.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+}
+
+/// One group's description (DescribeGroups).
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    offsets_log: Arc<Log>,
+    /// Serializes appends to the offsets log with the in-memory update they carry.
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OffsetKey {
+    group: String,
+    topic: String,
+    partition: i32,
+}
+
+impl GroupCoordinator {
+    /// Opens (creating if needed) the offsets topic and replays it.
+    pub fn open(topics: &TopicRegistry) -> Result<GroupCoordinator, TopicError> {
+        let topic = match topics.get(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => {
+                let mut configs = BTreeMap::new();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                topics.create(OFFSETS_TOPIC, 1, &configs)?
+            }
+        };
+        let log = topic.partitions[0].clone();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut offset = log.log_start_offset();
+        let end = log.end_offset();
+        while offset < end {
+            let read = log.read(offset, 1 << 20, true)?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            let mut buf = Bytes::from(read.bytes);
+            while !buf.is_empty() {
+                let set = RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|e| TopicError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
+                for record in set.records {
+                    offset = offset.max(record.offset + 1);
+                    let Some(key) = record
+                        .key
+                        .as_ref()
+                        .and_then(|k| serde_json::from_slice::<OffsetKey>(k).ok())
+                    else {
+                        continue;
+                    };
+                    let group = groups.entry(key.group).or_default();
+                    match record
+                        .value
+                        .as_ref()
+                        .and_then(|v| serde_json::from_slice::<CommittedOffset>(v).ok())
+                    {
+                        Some(value) => {
+                            group.offsets.insert((key.topic, key.partition), value);
+                        }
+                        None => {
+                            group.offsets.remove(&(key.topic, key.partition));
+                        }
+                    }
+                }
+            }
+        }
+        groups.retain(|_, g| !g.offsets.is_empty());
+        Ok(GroupCoordinator {
+            groups: Mutex::new(groups),
+            offsets_log: log,
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> JoinResult {
+        if req.group_id.is_empty() {
+            return JoinResult::error(ResponseError::InvalidGroupId, &req.member_id);
+        }
+        if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&req.session_timeout_ms) {
+            return JoinResult::error(ResponseError::InvalidSessionTimeout, &req.member_id);
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return JoinResult::error(ResponseError::InconsistentGroupProtocol, &req.member_id);
+        }
+        let waiter = {
+            let mut groups = self.lock();
+            let group = groups.entry(req.group_id.clone()).or_default();
+            if !group.members.is_empty() {
+                let compatible = group.protocol_type.as_deref() == Some(req.protocol_type.as_str())
+                    && req.protocols.iter().any(|(p, _)| {
+                        group
+                            .members
+                            .values()
+                            .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+                    });
+                let rejoining_alone =
+                    group.members.len() == 1 && group.members.contains_key(&req.member_id);
+                if !compatible && !rejoining_alone {
+                    return JoinResult::error(
+                        ResponseError::InconsistentGroupProtocol,
+                        &req.member_id,
+                    );
+                }
+            }
+            let mut member_id = req.member_id.clone();
+            let mut unchanged_static_rejoin = false;
+            if let Some(instance) = &req.instance_id {
+                if let Some(old_id) = group.static_member(instance) {
+                    if !member_id.is_empty() && member_id != old_id {
+                        return JoinResult::error(ResponseError::FencedInstanceId, &member_id);
+                    }
+                    if member_id.is_empty() {
+                        // A restarted static member takes its old place under a new id.
+                        member_id = format!("{instance}-{}", uuid::Uuid::new_v4());
+                        if let Some(mut old) = group.members.shift_remove(&old_id) {
+                            if let Some(w) = old.join_waiter.take() {
+                                let _ = w.send(JoinResult::error(
+                                    ResponseError::FencedInstanceId,
+                                    &old_id,
+                                ));
+                            }
+                            if let Some(w) = old.sync_waiter.take() {
+                                let _ =
+                                    w.send((ResponseError::FencedInstanceId.code(), Bytes::new()));
+                            }
+                            let same_protocols = old.protocols == req.protocols;
+                            group.members.insert(member_id.clone(), old);
+                            if group.leader.as_deref() == Some(old_id.as_str()) {
+                                group.leader = Some(member_id.clone());
+                            }
+                            unchanged_static_rejoin =
+                                same_protocols && group.state() == GroupState::Stable;
+                        }
+                    }
+                } else if member_id.is_empty() {
+                    member_id = format!("{instance}-{}", uuid::Uuid::new_v4());
+                }
+            } else if member_id.is_empty() {
+                let id = format!(
+                    "{}-{}",
+                    if req.client_id.is_empty() {
+                        "member"
+                    } else {
+                        &req.client_id
+                    },
+                    uuid::Uuid::new_v4()
+                );
+                if req.require_known_member_id {
+                    group.pending.insert(id.clone(), Instant::now());
+                    return JoinResult::error(ResponseError::MemberIdRequired, &id);
+                }
+                member_id = id;
+            } else if !group.members.contains_key(&member_id)
+                && group.pending.remove(&member_id).is_none()
+            {
+                return JoinResult::error(ResponseError::UnknownMemberId, &member_id);
+            }
+            group.pending.remove(&member_id);
+
+            let existing = group.members.get(&member_id);
+            let protocols_changed = existing.is_none_or(|m| m.protocols != req.protocols);
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let (tx, rx) = oneshot::channel();
+            let member = Member {
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                session_timeout: Duration::from_millis(req.session_timeout_ms as u64),
+                rebalance_timeout: Duration::from_millis(
+                    req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64,
+                ),
+                protocols: req.protocols.clone(),
+                assignment: existing.map(|m| m.assignment.clone()).unwrap_or_default(),
+                last_heartbeat: Instant::now(),
+                join_waiter: None,
+                sync_waiter: None,
+            };
+            group.protocol_type = Some(req.protocol_type.clone());
+            let state = group.state();
+            if unchanged_static_rejoin
+                || (state == GroupState::Stable && !protocols_changed && !is_leader)
+            {
+                // Nothing changed for this member: answer with the current generation, no rebalance.
+                let slot = group.members.entry(member_id.clone()).or_insert(member);
+                slot.last_heartbeat = Instant::now();
+                let leader = group.leader.clone().unwrap_or_default();
+                let members = if leader == member_id {
+                    let protocol = group.protocol.clone().unwrap_or_default();
+                    group
+                        .members
+                        .iter()
+                        .map(|(id, m)| {
+                            let meta = m
+                                .protocols
+                                .iter()
+                                .find(|(p, _)| *p == protocol)
+                                .map(|(_, b)| b.clone())
+                                .unwrap_or_default();
+                            (id.clone(), m.instance_id.clone(), meta)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                return JoinResult {
+                    error: 0,
+                    generation: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol: group.protocol.clone(),
+                    leader,
+                    member_id,
+                    members,
+                };
+            }
+            let mut member = member;
+            member.join_waiter = Some(tx);
+            group.members.insert(member_id.clone(), member);
+            group.prepare_rebalance();
+            group.try_complete_join(false);
+            rx
+        };
+        match waiter.await {
+            Ok(result) => result,
+            Err(_) => JoinResult::error(ResponseError::UnknownMemberId, &req.member_id),
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> (i16, Bytes) {
+        let waiter = {
+            let mut groups = self.lock();
+            let Some(group) = groups.get_mut(group_id) else {
+                return (ResponseError::UnknownMemberId.code(), Bytes::new());
+            };
+            if let Err(e) = group.check_member(member_id, generation) {
+                return (e.code(), Bytes::new());
+            }
+            match group.state() {
+                GroupState::PreparingRebalance | GroupState::Empty => {
+                    return (ResponseError::RebalanceInProgress.code(), Bytes::new());
+                }
+                GroupState::Stable => {
+                    let m = &group.members[member_id];
+                    return (0, m.assignment.clone());
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = group.members.get_mut(member_id) {
+                m.sync_waiter = Some(tx);
+                m.last_heartbeat = Instant::now();
+            }
+            if group.leader.as_deref() == Some(member_id) {
+                let mut assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
+                group.state = Some(GroupState::Stable);
+                for (id, m) in group.members.iter_mut() {
+                    m.assignment = assigned.remove(id).unwrap_or_default();
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send((0, m.assignment.clone()));
+                    }
+                }
+            }
+            rx
+        };
+        waiter
+            .await
+            .unwrap_or((ResponseError::RebalanceInProgress.code(), Bytes::new()))
+    }
+
+    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        if let Err(e) = group.check_member(member_id, generation) {
+            return e.code();
+        }
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat = Instant::now();
+        }
+        match group.state() {
+            GroupState::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
+            _ => 0,
+        }
+    }
+
+    /// LeaveGroup for one member (by id, or by static instance id when the id is empty).
+    pub fn leave(&self, group_id: &str, member_id: &str, instance_id: Option<&str>) -> i16 {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        let id = match (member_id.is_empty(), instance_id) {
+            (true, Some(instance)) => match group.static_member(instance) {
+                Some(id) => id,
+                None => return ResponseError::UnknownMemberId.code(),
+            },
+            _ => member_id.to_string(),
+        };
+        if let (Some(instance), Some(m)) = (instance_id, group.members.get(&id)) {
+            if m.instance_id.as_deref() != Some(instance) {
+                return ResponseError::FencedInstanceId.code();
+            }
+        }
+        if !group.members.contains_key(&id) {
+            return ResponseError::UnknownMemberId.code();
+        }
+        group.remove_member(&id);
+        0
+    }
+
+    /// Expires members whose session ran out and ends rebalances whose time is up.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for (name, group) in groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                tracing::info!(group = %name, member = %id, "session expired; removing member");
+                group.remove_member(&id);
+            }
+            group
+                .pending
+                .retain(|_, since| now.duration_since(*since) < Duration::from_secs(300));
+            if group.rebalance_deadline.is_some_and(|d| now >= d) {
+                tracing::info!(group = %name, "rebalance timeout; completing without absent members");
+                group.try_complete_join(true);
+            }
+        }
+    }
+
+    /// Stores offsets durably, then in memory. `generation` -1 with an empty member id is a
+    /// commit from outside the group protocol (assign()-style consumers, admin tools).
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+        topics: &TopicRegistry,
+    ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        {
+            let groups = self.lock();
+            if let Some(group) = groups.get(group_id) {
+                if generation >= 0 || !member_id.is_empty() {
+                    group.check_member(member_id, generation)?;
+                    // As in Kafka: members commit while a rebalance is being prepared (their
+                    // generation is still current), but not between join and sync.
+                    if group.state() == GroupState::CompletingRebalance {
+                        return Err(ResponseError::RebalanceInProgress);
+                    }
+                } else if !group.members.is_empty() {
+                    // Kafka refuses simple commits while the group has live members.
+                    return Err(ResponseError::UnknownMemberId);
+                }
+            } else if generation >= 0 {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        }
+        let mut results = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset) in offsets {
+            let known = topics
+                .get(&topic)
+                .is_some_and(|t| t.partition(partition).is_some());
+            let code = if !known {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if offset
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+            {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                accepted.push((topic.clone(), partition, Some(offset)));
+                0
+            };
+            results.push((topic, partition, code));
+        }
+        self.persist(group_id, accepted)
+            .await
+            .map_err(|_| ResponseError::KafkaStorageError)?;
+        Ok(results)
+    }
+
+    /// Appends offset records (None: a tombstone), waits for the fsync, applies them in memory.
+    async fn persist(
+        &self,
+        group_id: &str,
+        entries: Vec<(String, i32, Option<CommittedOffset>)>,
+    ) -> Result<(), kappa_log::LogError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _serial = self.commit_lock.lock().await;
+        let now = now_ms();
+        let records: Vec<Record> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, partition, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: serde_json::to_vec(&OffsetKey {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .ok()
+                .map(Bytes::from),
+                value: value
+                    .as_ref()
+                    .and_then(|v| serde_json::to_vec(v).ok())
+                    .map(Bytes::from),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| kappa_log::LogError::CorruptBatch(e.to_string()))?;
+        let log = self.offsets_log.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = log.append(&buf, now)?;
+            log.flush_to(info.last_offset + 1)
+        })
+        .await
+        .map_err(|e| kappa_log::LogError::Io(std::io::Error::other(e.to_string())))??;
+        let mut groups = self.lock();
+        let group = groups.entry(group_id.to_string()).or_default();
+        for (topic, partition, value) in entries {
+            match value {
+                Some(v) => {
+                    group.offsets.insert((topic, partition), v);
+                }
+                None => {
+                    group.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Committed offsets: of the given partitions, or all of the group's when `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> TopicOffsets {
+        let groups = self.lock();
+        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let found = parts
+                        .into_iter()
+                        .map(|p| (p, offsets.and_then(|o| o.get(&(topic.clone(), p)).cloned())))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                for ((topic, p), o) in offsets.into_iter().flatten() {
+                    by_topic
+                        .entry(topic.clone())
+                        .or_default()
+                        .push((*p, Some(o.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// (group, protocol type, state) of every known group.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.lock();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state().name(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state().name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: if g.state() == GroupState::Stable
+                || g.state() == GroupState::CompletingRebalance
+            {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let meta = m
+                        .protocols
+                        .iter()
+                        .find(|(p, _)| *p == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    (
+                        id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        meta,
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Every committed offset: (group, topic, partition, offset), for lag metrics.
+    pub fn all_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.lock();
+        let mut out = Vec::new();
+        for (g, group) in groups.iter() {
+            for ((t, p), o) in &group.offsets {
+                out.push((g.clone(), t.clone(), *p, o.offset));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// DeleteGroups: only groups without members; their offsets are tombstoned.
+    pub async fn delete_group(&self, group_id: &str) -> i16 {
+        let entries: Vec<(String, i32, Option<CommittedOffset>)> = {
+            let groups = self.lock();
+            match groups.get(group_id) {
+                None => return ResponseError::GroupIdNotFound.code(),
+                Some(g) if !g.members.is_empty() => return ResponseError::NonEmptyGroup.code(),
+                Some(g) => g
+                    .offsets
+                    .keys()
+                    .map(|(t, p)| (t.clone(), *p, None))
+                    .collect(),
+            }
+        };
+        if self.persist(group_id, entries).await.is_err() {
+            return ResponseError::KafkaStorageError.code();
+        }
+        let mut groups = self.lock();
+        if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group_id);
+        }
+        0
+    }
+
+    /// OffsetDelete: removes offsets of topics the group's members are not subscribed to.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
+        let (results, entries) = {
+            let groups = self.lock();
+            let Some(group) = groups.get(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            let subscribed = group_subscriptions(group);
+            let mut results = Vec::new();
+            let mut entries = Vec::new();
+            for (t, p) in partitions {
+                if subscribed.contains(&t) {
+                    results.push((t, p, ResponseError::GroupSubscribedToTopic.code()));
+                } else {
+                    if group.offsets.contains_key(&(t.clone(), p)) {
+                        entries.push((t.clone(), p, None));
+                    }
+                    results.push((t, p, 0));
+                }
+            }
+            (results, entries)
+        };
+        self.persist(group_id, entries)
+            .await
+            .map_err(|_| ResponseError::KafkaStorageError)?;
+        Ok(results)
+    }
+}
+
+/// Topics the members of a consumer group subscribe to, read from their join metadata.
+fn group_subscriptions(group: &Group) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    if group.protocol_type.as_deref() != Some("consumer") {
+        return Vec::new();
+    }
+    let mut topics = Vec::new();
+    for m in group.members.values() {
+        for (_, meta) in &m.protocols {
+            let mut buf = meta.clone();
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+                topics.extend(sub.topics.iter().map(|t: &StrBytes| t.to_string()));
+            }
+        }
+    }
+    topics.sort();
+    topics.dedup();
+    topics
+}
