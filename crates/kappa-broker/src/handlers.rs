@@ -53,6 +53,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use kappa_log::{AppendInfo, Log, LogError};
 use uuid::Uuid;
 
+use crate::durability::Syncer;
 use crate::groups::{CommittedOffset, JoinRequest};
 use crate::metrics::TopicLabels;
 use crate::server::Broker;
@@ -368,9 +369,9 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             ProduceResponse::default().with_responses(responses),
         )));
     }
-    type Appended = Result<(Arc<Log>, AppendInfo), (ResponseError, Option<String>)>;
+    type Appended = Result<(Arc<Syncer>, AppendInfo), (ResponseError, Option<String>)>;
     let mut appends: Vec<(TopicName, i32, Appended)> = Vec::new();
-    let mut tasks = Vec::new();
+    let now = now_ms();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = broker.topics.get_or_create(
@@ -379,42 +380,27 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             broker.config.num_partitions,
         );
         for p in topic_data.partition_data {
-            let log = match &topic {
+            let target = match &topic {
                 Ok(t) => t
                     .partition(p.index)
-                    .cloned()
+                    .map(|log| (log, &t.syncers[p.index as usize]))
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(topic_error_code(e)),
             };
-            match (log, p.records) {
-                (Ok(log), Some(records)) => {
-                    tasks.push((
-                        topic_data.name.clone(),
-                        p.index,
-                        tokio::task::spawn_blocking(move || {
-                            log.append(&records, now_ms()).map(|info| (log, info))
-                        }),
-                    ));
-                }
-                (Ok(_), None) => appends.push((
-                    topic_data.name.clone(),
-                    p.index,
-                    Err((ResponseError::CorruptMessage, None)),
-                )),
-                (Err(e), _) => appends.push((topic_data.name.clone(), p.index, Err((e, None)))),
-            }
+            // Appending is a write to the page cache: done here, in request order.
+            let appended = match (target, p.records) {
+                (Ok((log, syncer)), Some(records)) => match log.append(&records, now) {
+                    Ok(info) => Ok((syncer.clone(), info)),
+                    Err(e) => {
+                        tracing::debug!(topic = %name, partition = p.index, error = %e, "produce rejected");
+                        Err((log_error_code(&e), Some(e.to_string())))
+                    }
+                },
+                (Ok(_), None) => Err((ResponseError::CorruptMessage, None)),
+                (Err(e), _) => Err((e, None)),
+            };
+            appends.push((topic_data.name.clone(), p.index, appended));
         }
-    }
-    for (name, index, task) in tasks {
-        let appended = match task.await {
-            Ok(Ok(ok)) => Ok(ok),
-            Ok(Err(e)) => {
-                tracing::debug!(topic = %name.0, partition = index, error = %e, "produce rejected");
-                Err((log_error_code(&e), Some(e.to_string())))
-            }
-            Err(e) => Err((ResponseError::UnknownServerError, Some(e.to_string()))),
-        };
-        appends.push((name, index, appended));
     }
     let mut any_appended = false;
     for (name, _, appended) in &appends {
@@ -447,31 +433,14 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
         let mut errors = 0;
         let mut by_topic: BTreeMap<String, (TopicName, Vec<PartitionProduceResponse>)> =
             BTreeMap::new();
-        // acks=all: start every partition's fsync, then collect them.
-        let flushes: Vec<_> = appends
-            .into_iter()
-            .map(|(name, index, appended)| {
-                let flush = match (&appended, acks) {
-                    (Ok((log, info)), -1) => {
-                        let (log, end) = (log.clone(), info.last_offset + 1);
-                        Some(tokio::task::spawn_blocking(move || log.flush_to(end)))
-                    }
-                    _ => None,
-                };
-                (name, index, appended, flush)
-            })
-            .collect();
-        for (name, index, appended, flush) in flushes {
-            let mut outcome = appended.map(|(_, info)| info);
-            if let Some(flush) = flush {
-                match flush.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => outcome = Err((log_error_code(&e), Some(e.to_string()))),
-                    Err(e) => {
-                        outcome = Err((ResponseError::UnknownServerError, Some(e.to_string())))
-                    }
+        for (name, index, appended) in appends {
+            let mut outcome = appended;
+            if let (Ok((syncer, info)), -1) = (&outcome, acks) {
+                if let Err(e) = syncer.wait_durable(info.last_offset + 1).await {
+                    outcome = Err((ResponseError::KafkaStorageError, Some(e)));
                 }
             }
+            let outcome = outcome.map(|(_, info)| info);
             let mut resp = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_base_offset(-1)

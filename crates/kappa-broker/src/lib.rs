@@ -5,6 +5,7 @@
 //! It knows nothing of SQL or the registry.
 
 pub mod config;
+mod durability;
 pub mod groups;
 mod handlers;
 pub mod metrics;

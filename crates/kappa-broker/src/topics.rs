@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::durability::Syncer;
 
 const METADATA_FILE: &str = "kappa-metadata.json";
 
@@ -49,9 +50,37 @@ pub struct Topic {
     pub id: Uuid,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<Arc<Log>>,
+    /// One group-commit fsync loop per partition, index for index with `partitions`.
+    pub syncers: Vec<Arc<Syncer>>,
 }
 
 impl Topic {
+    /// A topic whose partitions are `partitions`; syncers of partitions it keeps from
+    /// `previous` are reused so requests waiting on them are not disturbed.
+    fn new(
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+        partitions: Vec<Arc<Log>>,
+        previous: Option<&Topic>,
+    ) -> Topic {
+        let syncers = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, log)| match previous.and_then(|p| p.syncers.get(i)) {
+                Some(s) => s.clone(),
+                None => Arc::new(Syncer::new(log.clone())),
+            })
+            .collect();
+        Topic {
+            name,
+            id,
+            configs,
+            partitions,
+            syncers,
+        }
+    }
+
     pub fn partition(&self, index: i32) -> Option<&Arc<Log>> {
         usize::try_from(index)
             .ok()
@@ -221,12 +250,7 @@ impl TopicRegistry {
             }
             topics.insert(
                 t.name.clone(),
-                Arc::new(Topic {
-                    name: t.name,
-                    id: t.id,
-                    configs: t.configs,
-                    partitions,
-                }),
+                Arc::new(Topic::new(t.name, t.id, t.configs, partitions, None)),
             );
         }
         *registry.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
@@ -347,12 +371,13 @@ impl TopicRegistry {
             }
             logs.push(Arc::new(Log::open(&dir, log_config.clone(), now)?));
         }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
+        let topic = Arc::new(Topic::new(
+            name.to_string(),
+            Uuid::new_v4(),
             configs,
-            partitions: logs,
-        });
+            logs,
+            None,
+        ));
         self.write_topics().insert(name.to_string(), topic.clone());
         self.persist()?;
         tracing::info!(topic = name, partitions, "created topic");
@@ -425,12 +450,13 @@ impl TopicRegistry {
             }
             partitions.push(Arc::new(Log::open(&dir, log_config.clone(), now_ms())?));
         }
-        let updated = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            configs: topic.configs.clone(),
+        let updated = Arc::new(Topic::new(
+            topic.name.clone(),
+            topic.id,
+            topic.configs.clone(),
             partitions,
-        });
+            Some(&topic),
+        ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
     }
@@ -449,12 +475,13 @@ impl TopicRegistry {
         for log in &topic.partitions {
             log.set_config(log_config.clone());
         }
-        let updated = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
+        let updated = Arc::new(Topic::new(
+            topic.name.clone(),
+            topic.id,
             configs,
-            partitions: topic.partitions.clone(),
-        });
+            topic.partitions.clone(),
+            Some(&topic),
+        ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
     }

@@ -1,16 +1,18 @@
 //! `kappa bench produce|consume`: throughput and latency in the spirit of Kafka's
 //! kafka-producer-perf-test and kafka-consumer-perf-test. Prints comparable figures.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::Connection;
@@ -75,7 +77,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     Err((t, e)) => bail!("cannot create {t}: {e}"),
                 }
             }
-            let producer: FutureProducer = conn
+            let context = LatencyContext {
+                start: Instant::now(),
+                latencies_us: Mutex::new(Vec::with_capacity(records as usize)),
+                failed: AtomicU64::new(0),
+            };
+            let producer: ThreadedProducer<LatencyContext> = conn
                 .client_config()
                 .set("acks", &acks)
                 .set("batch.size", batch_size.to_string())
@@ -83,63 +90,56 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .set("compression.codec", &compression)
                 .set("queue.buffering.max.kbytes", "1048576")
                 .set("queue.buffering.max.messages", "1000000")
-                .create()
+                .create_with_context(context)
                 .context("creating producer")?;
             let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut latencies: Vec<u32> = Vec::with_capacity(records as usize);
-            let mut inflight = futures::stream::FuturesUnordered::new();
-            let start = Instant::now();
-            let mut failed = 0u64;
-            let mut collect = |r: (
-                Instant,
-                Result<
-                    rdkafka::producer::future_producer::OwnedDeliveryResult,
-                    futures::channel::oneshot::Canceled,
-                >,
-            ),
-                               latencies: &mut Vec<u32>| {
-                match r.1 {
-                    Ok(Ok(_)) => latencies.push(r.0.elapsed().as_micros() as u32),
-                    _ => failed += 1,
-                }
-            };
-            for i in 0..records {
-                if rate > 0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                    let now = Instant::now();
-                    if due > now {
-                        // Deliveries are collected while waiting so latency stays honest.
-                        while Instant::now() < due {
-                            tokio::select! {
-                                Some(r) = inflight.next() => collect(r, &mut latencies),
-                                _ = tokio::time::sleep_until(due.into()) => {}
+            let topic2 = topic.clone();
+            let (elapsed, producer) = tokio::task::spawn_blocking(
+                move || -> anyhow::Result<(f64, ThreadedProducer<LatencyContext>)> {
+                    let start = Instant::now();
+                    let mut key = String::new();
+                    for i in 0..records {
+                        if rate > 0 {
+                            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                            let now = Instant::now();
+                            if due > now + Duration::from_micros(200) {
+                                std::thread::sleep(due - now);
+                            }
+                        }
+                        key.clear();
+                        use std::fmt::Write;
+                        let _ = write!(key, "{}", i % 1024);
+                        let sent = producer.context().start.elapsed().as_nanos() as usize;
+                        let mut record = BaseRecord::with_opaque_to(&topic2, sent)
+                            .payload(&payload[..])
+                            .key(&key);
+                        loop {
+                            match producer.send(record) {
+                                Ok(()) => break,
+                                Err((
+                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                    r,
+                                )) => {
+                                    record = r;
+                                    std::thread::sleep(Duration::from_micros(500));
+                                }
+                                Err((e, _)) => bail!("produce failed: {e}"),
                             }
                         }
                     }
-                }
-                let key = (i % 1024).to_string();
-                let mut record = FutureRecord::to(&topic).payload(&payload[..]).key(&key);
-                loop {
-                    let sent_at = Instant::now();
-                    match producer.send_result(record) {
-                        Ok(fut) => {
-                            inflight.push(async move { (sent_at, fut.await) });
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            if let Some(r) = inflight.next().await {
-                                collect(r, &mut latencies);
-                            }
-                        }
-                        Err((e, _)) => bail!("produce failed: {e}"),
-                    }
-                }
-            }
-            while let Some(r) = inflight.next().await {
-                collect(r, &mut latencies);
-            }
-            let elapsed = start.elapsed().as_secs_f64();
+                    producer.flush(Duration::from_secs(120))?;
+                    Ok((start.elapsed().as_secs_f64(), producer))
+                },
+            )
+            .await??;
+            let failed = producer.context().failed.load(Ordering::Relaxed);
+            let mut latencies = std::mem::take(
+                &mut *producer
+                    .context()
+                    .latencies_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
             latencies.sort_unstable();
             let pct = |p: f64| {
                 latencies
@@ -152,8 +152,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             };
             let ok = latencies.len() as f64;
             println!(
-                "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
+                "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions{}: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
                 latencies.len(),
+                if rate > 0 { format!(", target {rate} records/s") } else { String::new() },
                 ok / elapsed,
                 ok * record_size as f64 / elapsed / 1e6,
                 pct(0.5),
@@ -212,4 +213,35 @@ fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {
         bytes as f64 / elapsed / 1e6
     );
     Ok(())
+}
+
+/// Measures each record's latency where librdkafka reports its delivery (its poll thread),
+/// as kafka-producer-perf-test does in its callback.
+struct LatencyContext {
+    start: Instant,
+    latencies_us: Mutex<Vec<u32>>,
+    failed: AtomicU64,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    /// Nanoseconds since `start` when the record was handed to the client.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_nanos: usize) {
+        match result {
+            Ok(_) => {
+                let now = self.start.elapsed().as_nanos() as usize;
+                let micros = (now.saturating_sub(sent_nanos) / 1000) as u32;
+                self.latencies_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(micros);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
