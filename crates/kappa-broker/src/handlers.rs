@@ -108,6 +108,7 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::DeleteGroups => (0, 2),
         ApiKey::OffsetDelete => (0, 0),
+        ApiKey::InitProducerId => (0, 4),
         _ => return None,
     })
 }
@@ -166,6 +167,9 @@ pub async fn handle(
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id(broker, ctx, r))
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(broker, ctx, r))
         }
@@ -209,6 +213,9 @@ fn log_error_code(e: &LogError) -> ResponseError {
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidDirectory(..) | LogError::Io(_) => ResponseError::KafkaStorageError,
     }
 }
@@ -405,7 +412,7 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
     let mut any_appended = false;
     for (name, _, appended) in &appends {
         match appended {
-            Ok((_, info)) => {
+            Ok((_, info)) if !info.duplicate => {
                 any_appended = true;
                 let labels = TopicLabels {
                     topic: name.0.to_string(),
@@ -421,6 +428,7 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     .get_or_create(&labels)
                     .inc_by(info.records as u64);
             }
+            Ok(_) => {}
             Err(_) => {
                 ctx.errors += 1;
             }
@@ -1555,4 +1563,37 @@ async fn offset_delete(
             )
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotent producers
+
+fn init_producer_id(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let failed = |ctx: &mut RequestContext, e: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(ctx.err(e))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if req.transactional_id.is_some() {
+        // Transactions need the transaction coordinator, which is not there yet.
+        return failed(ctx, ResponseError::CoordinatorNotAvailable);
+    }
+    // KIP-360: a producer that knows its id asks for the next epoch instead of a new id.
+    let known = ctx.api_version >= 3 && req.producer_id.0 >= 0;
+    let (id, epoch) = if known && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        (req.producer_id.0, req.producer_epoch + 1)
+    } else {
+        match broker.topics.allocate_producer_id() {
+            Ok(id) => (id, 0),
+            Err(_) => return failed(ctx, ResponseError::KafkaStorageError),
+        }
+    };
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(epoch)
 }

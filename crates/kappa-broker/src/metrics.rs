@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::groups::GroupCoordinator;
 use crate::topics::TopicRegistry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,7 +103,7 @@ impl Default for BrokerMetrics {
 
 impl BrokerMetrics {
     /// Renders all metrics in the OpenMetrics text format, partition gauges included.
-    pub fn render(&self, topics: &TopicRegistry) -> String {
+    pub fn render(&self, topics: &TopicRegistry, groups: &GroupCoordinator) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -143,6 +144,30 @@ impl BrokerMetrics {
         out.push_str(&size);
         out.push_str(&end);
         out.push_str(&start);
+        let mut committed = String::from(
+            "# HELP kappa_group_committed_offset Offset a consumer group committed, by partition.\n# TYPE kappa_group_committed_offset gauge\n",
+        );
+        let mut lag = String::from(
+            "# HELP kappa_group_lag Records between a group's committed offset and the log end offset.\n# TYPE kappa_group_lag gauge\n",
+        );
+        for (group, topic, partition, offset) in groups.all_offsets() {
+            let Some(log) = topics
+                .get(&topic)
+                .and_then(|t| t.partition(partition).cloned())
+            else {
+                continue;
+            };
+            let labels =
+                format!("{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}}");
+            let _ = writeln!(committed, "kappa_group_committed_offset{labels} {offset}");
+            let _ = writeln!(
+                lag,
+                "kappa_group_lag{labels} {}",
+                (log.end_offset() - offset).max(0)
+            );
+        }
+        out.push_str(&committed);
+        out.push_str(&lag);
         out.push_str("# EOF\n");
         out
     }

@@ -92,7 +92,13 @@ impl Topic {
 struct PersistedMetadata {
     cluster_id: String,
     topics: Vec<PersistedTopic>,
+    /// Producer ids below this may have been handed out.
+    #[serde(default)]
+    producer_id_block_end: i64,
 }
+
+/// Producer ids are reserved on disk in blocks, so a restart never hands one out twice.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 #[derive(Serialize, Deserialize)]
 struct PersistedTopic {
@@ -135,6 +141,8 @@ pub struct TopicRegistry {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes changes so the metadata file always matches one state.
     change_lock: std::sync::Mutex<()>,
+    /// (next producer id, end of the reserved block).
+    producer_ids: std::sync::Mutex<(i64, i64)>,
 }
 
 pub fn now_ms() -> i64 {
@@ -238,6 +246,10 @@ impl TopicRegistry {
             cluster_id,
             topics: RwLock::new(HashMap::new()),
             change_lock: std::sync::Mutex::new(()),
+            producer_ids: std::sync::Mutex::new((
+                persisted.producer_id_block_end,
+                persisted.producer_id_block_end,
+            )),
         };
         let now = now_ms();
         let mut topics = HashMap::new();
@@ -501,6 +513,11 @@ impl TopicRegistry {
         let meta = PersistedMetadata {
             cluster_id: self.cluster_id.clone(),
             topics,
+            producer_id_block_end: self
+                .producer_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1,
         };
         let bytes =
             serde_json::to_vec_pretty(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -510,6 +527,25 @@ impl TopicRegistry {
         std::fs::rename(&tmp, self.data_dir.join(METADATA_FILE))?;
         std::fs::File::open(&self.data_dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// A producer id never handed out before, even across restarts.
+    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        let _change = self.change_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (id, reserve) = {
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+            let id = ids.0;
+            ids.0 += 1;
+            let reserve = id >= ids.1;
+            if reserve {
+                ids.1 = id + PRODUCER_ID_BLOCK;
+            }
+            (id, reserve)
+        };
+        if reserve {
+            self.persist()?;
+        }
+        Ok(id)
     }
 
     /// Retention pass over every partition.

@@ -8,6 +8,7 @@
 pub mod batch;
 mod config;
 mod log;
+pub mod producer_state;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,20 @@ pub enum LogError {
     MessageTooLarge { size: usize, max: usize },
     #[error("offset {offset} is out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("unknown producer id {0}: its state is gone; it must reinitialize")]
+    UnknownProducerId(i64),
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("log directory {0} is invalid: {1}")]
     InvalidDirectory(String, String),
     #[error("I/O error: {0}")]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, BatchHeader};
+use crate::producer_state::{self, ProducerState, SequenceCheck};
 use crate::segment::{read_batches, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
 
@@ -23,6 +24,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub records: i64,
     pub bytes: usize,
+    /// The batches were a producer's retry of batches already written (idempotence): nothing
+    /// was appended and the offsets are those of the first write.
+    pub duplicate: bool,
 }
 
 /// Whole batches read from the log.
@@ -39,6 +43,7 @@ struct LogState {
     config: LogConfig,
     scratch: Vec<u8>,
     closed: bool,
+    producers: ProducerState,
 }
 
 impl LogState {
@@ -127,6 +132,18 @@ impl Log {
             .expect("non-empty")
             .next_offset;
         log_start_offset = log_start_offset.min(end);
+        // Producer state: the newest snapshot, then every batch header written after it.
+        let (snapshot_offset, mut producers) = producer_state::load_snapshot(dir, end)?;
+        let replay_from = snapshot_offset.max(log_start_offset);
+        for segment in segments.values() {
+            if segment.next_offset <= replay_from {
+                continue;
+            }
+            if let Some(pos) = segment.position_of(replay_from)? {
+                segment.for_each_header(pos, |h| producers.update(h))?;
+            }
+        }
+        producers.truncate_before(log_start_offset);
         if clean {
             std::fs::remove_file(&clean_marker)?;
         }
@@ -138,6 +155,7 @@ impl Log {
                 config,
                 scratch: Vec::new(),
                 closed: false,
+                producers,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(end),
@@ -192,6 +210,40 @@ impl Log {
         if let Some(h) = headers.iter().find(|h| h.size > max) {
             return Err(LogError::MessageTooLarge { size: h.size, max });
         }
+        // Idempotence: every batch must continue its producer's sequence, or repeat one of its
+        // last batches exactly (a retry, answered with the first write's offsets).
+        let mut duplicates = Vec::new();
+        if headers.iter().any(|h| h.producer_id >= 0) {
+            let mut overlay: Option<ProducerState> = None;
+            for h in &headers {
+                let check = overlay.as_ref().unwrap_or(&state.producers).check(h)?;
+                if let SequenceCheck::Duplicate(meta) = check {
+                    duplicates.push(meta);
+                } else if headers.len() > 1 {
+                    overlay
+                        .get_or_insert_with(|| state.producers.clone())
+                        .update(h);
+                }
+            }
+            if !duplicates.is_empty() {
+                if duplicates.len() != headers.len() {
+                    return Err(LogError::CorruptBatch(
+                        "a request mixes retried and new batches of one producer".into(),
+                    ));
+                }
+                let first = duplicates[0];
+                let last = duplicates[duplicates.len() - 1];
+                return Ok(AppendInfo {
+                    base_offset: first.first_offset,
+                    last_offset: last.last_offset,
+                    log_append_time: -1,
+                    log_start_offset: state.log_start_offset,
+                    records: 0,
+                    bytes: 0,
+                    duplicate: true,
+                });
+            }
+        }
         let total = records.len();
         let config = state.config.clone();
         let active = state.active();
@@ -232,6 +284,9 @@ impl Log {
         // On error the file may hold a partial write past `size`: the next append overwrites
         // it and recovery would cut it.
         result?;
+        for h in &headers {
+            state.producers.update(h);
+        }
         self.end_offset.store(next, Ordering::Release);
         let records_count = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
         let info = AppendInfo {
@@ -241,6 +296,7 @@ impl Log {
             log_start_offset: state.log_start_offset,
             records: records_count,
             bytes: total,
+            duplicate: false,
         };
         let always_flush = config.flush == crate::FlushPolicy::Always;
         drop(state);
@@ -254,6 +310,7 @@ impl Log {
         // Make the old segment durable first: recovery relies on only the active one being torn.
         state.active().flush()?;
         let base = state.next_offset();
+        producer_state::write_snapshot(&self.dir, base, &state.producers)?;
         let segment = Segment::create(&self.dir, base, now_ms)?;
         state.segments.insert(base, segment);
         sync_dir(&self.dir)?;
@@ -387,6 +444,7 @@ impl Log {
             state.log_start_offset = offset;
             self.persist_log_start(offset)?;
             self.drop_segments_below(&mut state, offset)?;
+            state.producers.truncate_before(offset);
         }
         Ok(state.log_start_offset)
     }
@@ -447,6 +505,7 @@ impl Log {
         }
         if deleted > 0 {
             let start = state.log_start_offset;
+            state.producers.truncate_before(start);
             self.persist_log_start(start)?;
         }
         Ok(deleted)
@@ -461,6 +520,7 @@ impl Log {
         for segment in state.segments.values() {
             segment.flush()?;
         }
+        producer_state::write_snapshot(&self.dir, state.next_offset(), &state.producers)?;
         state.closed = true;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::write(&marker, b"")?;
@@ -480,4 +540,11 @@ impl Log {
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+impl Log {
+    /// The idempotence state of one producer (epoch and last batches), if it has any.
+    pub fn producer(&self, producer_id: i64) -> Option<producer_state::ProducerEntry> {
+        self.lock().producers.get(producer_id).cloned()
+    }
 }

@@ -350,6 +350,15 @@ impl Segment {
         self.scan_headers(start, |h| h.max_timestamp >= ts)
     }
 
+    /// Calls `f` with every batch header from `pos` to the end of the segment.
+    pub fn for_each_header(&self, pos: u64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        self.scan_headers(pos, |h| {
+            f(h);
+            false
+        })
+        .map(|_| ())
+    }
+
     fn scan_headers(
         &self,
         mut pos: u64,

@@ -311,3 +311,98 @@ fn concurrent_appenders_share_fsyncs_and_lose_nothing() {
     let all = log.read(0, usize::MAX / 2, true).unwrap();
     assert_eq!(batches_in(&all.bytes).len(), 400);
 }
+
+/// A batch from idempotent producer `pid` with the given epoch and first sequence.
+fn producer_batch(pid: i64, epoch: i16, seq: i32, count: i32) -> Vec<u8> {
+    let mut b = make_batch(count, 0, 20 * count as usize);
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn idempotent_retries_are_deduplicated_and_gaps_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let first = log.append(&producer_batch(7, 0, 0, 3), 0).unwrap();
+    let second = log.append(&producer_batch(7, 0, 3, 2), 0).unwrap();
+    assert_eq!((second.base_offset, second.last_offset), (3, 4));
+    // A retry of either remembered batch gets the original offsets and writes nothing.
+    let retry = log.append(&producer_batch(7, 0, 0, 3), 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (first.base_offset, first.last_offset)
+    );
+    assert_eq!(log.end_offset(), 5);
+    // A gap, an old epoch, and an unknown producer that does not start at 0.
+    assert!(matches!(
+        log.append(&producer_batch(7, 0, 9, 1), 0),
+        Err(LogError::OutOfOrderSequence {
+            expected: 5,
+            got: 9,
+            ..
+        })
+    ));
+    log.append(&producer_batch(7, 1, 0, 1), 0).unwrap();
+    assert!(matches!(
+        log.append(&producer_batch(7, 0, 5, 1), 0),
+        Err(LogError::InvalidProducerEpoch { .. })
+    ));
+    assert!(matches!(
+        log.append(&producer_batch(8, 0, 4, 1), 0),
+        Err(LogError::UnknownProducerId(8))
+    ));
+    assert_eq!(log.end_offset(), 6);
+    // Only the last five batches are remembered, as in Kafka.
+    for seq in 1..7 {
+        log.append(&producer_batch(7, 1, seq, 1), 0).unwrap();
+    }
+    assert!(log.append(&producer_batch(7, 1, 1, 1), 0).is_err());
+    assert!(
+        log.append(&producer_batch(7, 1, 2, 1), 0)
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[test]
+fn producer_state_survives_clean_and_unclean_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for seq in 0..50 {
+            log.append(&producer_batch(3, 2, seq * 4, 4), 0).unwrap();
+        }
+        log.close().unwrap();
+    }
+    {
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert!(
+            log.append(&producer_batch(3, 2, 196, 4), 0)
+                .unwrap()
+                .duplicate
+        );
+        for seq in 50..400 {
+            log.append(&producer_batch(3, 2, seq * 4, 4), 0).unwrap();
+        }
+        assert!(log.segment_count() > 2, "rolls wrote snapshots");
+        // dropped without close: the state is rebuilt from the last snapshot plus the log
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        assert!(!p.to_string_lossy().ends_with(".clean-shutdown"));
+    }
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let dup = log.append(&producer_batch(3, 2, 399 * 4, 4), 0).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.last_offset, log.end_offset() - 1);
+    assert!(matches!(
+        log.append(&producer_batch(3, 2, 401 * 4, 4), 0),
+        Err(LogError::OutOfOrderSequence { .. })
+    ));
+    log.append(&producer_batch(3, 2, 400 * 4, 4), 0).unwrap();
+}

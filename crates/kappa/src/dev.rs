@@ -170,7 +170,7 @@ async fn wait_for_signal() {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = broker.metrics.render(&broker.topics);
+    let body = broker.metrics.render(&broker.topics, &broker.groups);
     (
         [(
             header::CONTENT_TYPE,
