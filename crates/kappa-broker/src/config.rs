@@ -17,7 +17,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Largest request frame a client may make the broker allocate.
     pub max_request_bytes: usize,
-    pub retention_check_interval_ms: u64,
+    /// How often retention and compaction run over all partitions.
+    pub log_maintenance_interval_ms: u64,
     /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
     pub flush: String,
     pub log_retention_ms: i64,
@@ -37,7 +38,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
-            retention_check_interval_ms: 30_000,
+            log_maintenance_interval_ms: 30_000,
             flush: "on-demand".into(),
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,

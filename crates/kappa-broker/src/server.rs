@@ -79,7 +79,7 @@ impl Broker {
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let period = std::time::Duration::from_millis(
-                    broker.config.retention_check_interval_ms.max(100),
+                    broker.config.log_maintenance_interval_ms.max(100),
                 );
                 loop {
                     tokio::select! {
@@ -87,7 +87,11 @@ impl Broker {
                         _ = shutdown.changed() => break,
                     }
                     let b = broker.clone();
-                    let _ = tokio::task::spawn_blocking(move || b.topics.enforce_retention()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        b.topics.enforce_retention();
+                        b.topics.compact();
+                    })
+                    .await;
                 }
             })
         };

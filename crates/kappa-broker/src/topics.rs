@@ -317,6 +317,7 @@ impl TopicRegistry {
             },
             index_interval_bytes: base.index_interval_bytes,
             flush: self.flush,
+            delete_retention_ms: num("delete.retention.ms", base.delete_retention_ms),
         }
     }
 
@@ -560,6 +561,30 @@ impl TopicRegistry {
                     }
                     Err(e) => {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compaction pass over every partition of compacted topics.
+    pub fn compact(&self) {
+        let now = now_ms();
+        for topic in self.list() {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                match log.clean(now) {
+                    Ok(stats) if stats.segments_rewritten > 0 => tracing::info!(
+                        topic = %topic.name,
+                        partition = p,
+                        segments = stats.segments_rewritten,
+                        records_removed = stats.records_removed,
+                        bytes_before = stats.bytes_before,
+                        bytes_after = stats.bytes_after,
+                        "compacted"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p, error = %e, "compaction failed")
                     }
                 }
             }

@@ -17,6 +17,10 @@ impl CleanupPolicy {
     pub fn deletes(&self) -> bool {
         matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
     }
+
+    pub fn compacts(&self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
 }
 
 /// When appended data is fsynced regardless of what the producer asked for.
@@ -42,6 +46,8 @@ pub struct LogConfig {
     pub cleanup_policy: CleanupPolicy,
     pub index_interval_bytes: u64,
     pub flush: FlushPolicy,
+    /// How long compaction keeps tombstones (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -56,6 +62,7 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::Delete,
             index_interval_bytes: 4096,
             flush: FlushPolicy::OnDemand,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }

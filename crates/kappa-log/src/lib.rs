@@ -6,6 +6,7 @@
 //! up by offset and time, rolls, enforces retention, and recovers a torn tail after a crash.
 
 pub mod batch;
+mod cleaner;
 mod config;
 mod log;
 pub mod producer_state;
@@ -13,6 +14,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
+pub use cleaner::CleanStats;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use log::{AppendInfo, Log, ReadResult};
 

@@ -37,13 +37,15 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
-struct LogState {
-    segments: BTreeMap<i64, Segment>,
+pub(crate) struct LogState {
+    pub(crate) segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
-    config: LogConfig,
+    pub(crate) config: LogConfig,
     scratch: Vec<u8>,
     closed: bool,
     producers: ProducerState,
+    /// Base of the active segment when compaction last ran: nothing new to clean before it rolls.
+    pub(crate) cleaned_up_to: Option<i64>,
 }
 
 impl LogState {
@@ -81,6 +83,7 @@ impl Log {
     /// read batch by batch, CRC-checked and cut at the first torn or corrupt batch.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
         std::fs::create_dir_all(dir)?;
+        crate::cleaner::remove_leftovers(dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let mut bases: Vec<i64> = Vec::new();
@@ -156,11 +159,16 @@ impl Log {
                 scratch: Vec::new(),
                 closed: false,
                 producers,
+                cleaned_up_to: None,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(end),
             end_offset: AtomicI64::new(end),
         })
+    }
+
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, LogState> {
+        self.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {

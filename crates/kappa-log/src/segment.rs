@@ -383,19 +383,22 @@ impl Segment {
         Ok(())
     }
 
+    /// Removes this segment's index files (before its log file is replaced).
+    pub fn delete_indexes(&self) -> Result<()> {
+        remove_if_present(&index_path(&self.dir, self.base_offset))?;
+        remove_if_present(&time_index_path(&self.dir, self.base_offset))
+    }
+
     pub fn delete(self) -> Result<()> {
-        for path in [
-            log_path(&self.dir, self.base_offset),
-            index_path(&self.dir, self.base_offset),
-            time_index_path(&self.dir, self.base_offset),
-        ] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        remove_if_present(&log_path(&self.dir, self.base_offset))?;
+        self.delete_indexes()
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,207 @@
+//! Log compaction (`cleanup.policy=compact`): keeps the latest record of every key in the
+//! closed segments, drops tombstones once `delete.retention.ms` has passed, never changes an
+//! offset and never touches the active segment. A segment is rewritten to `<base>.log.cleaned`,
+//! fsynced, then renamed over the original: a crash leaves the old or the new file, never a mix.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+
+use crate::batch::BatchHeader;
+use crate::segment::{log_path, read_batches, Segment};
+use crate::{Log, LogError, Result};
+
+/// What one cleaning pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanStats {
+    pub segments_rewritten: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+const READ_CHUNK: usize = 4 << 20;
+
+pub(crate) fn cleaned_path(dir: &Path, base: i64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.log.cleaned"))
+}
+
+/// Leftovers of a pass interrupted by a crash: the originals are intact, so drop them.
+pub(crate) fn remove_leftovers(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with(".log.cleaned") {
+            tracing::warn!(file = %path.display(), "removing an interrupted compaction's output");
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn codec(header: &BatchHeader) -> Compression {
+    match header.compression_codec() {
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        _ => Compression::None,
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> LogError {
+    LogError::CorruptBatch(e.to_string())
+}
+
+/// Calls `f` with every whole batch (its header and bytes) of a closed segment.
+fn for_each_batch(
+    file: &File,
+    size: u64,
+    mut f: impl FnMut(&BatchHeader, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut pos = 0u64;
+    while pos < size {
+        let chunk = read_batches(file, pos, size, READ_CHUNK, true)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < chunk.len() {
+            let header = BatchHeader::parse(&chunk[at..])?;
+            f(&header, &chunk[at..at + header.size])?;
+            at += header.size;
+        }
+        pos += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+impl Log {
+    /// One compaction pass over the closed segments, if any rolled since the last pass.
+    pub fn clean(&self, now_ms: i64) -> Result<CleanStats> {
+        let (closed, active_base, delete_retention_ms) = {
+            let state = self.lock_state();
+            if !state.config.cleanup_policy.compacts() {
+                return Ok(CleanStats::default());
+            }
+            let active_base = *state
+                .segments
+                .keys()
+                .next_back()
+                .expect("a log always has a segment");
+            if state.cleaned_up_to == Some(active_base) {
+                return Ok(CleanStats::default());
+            }
+            let closed: Vec<(i64, Arc<File>, u64)> = state
+                .segments
+                .iter()
+                .filter(|(base, _)| **base != active_base)
+                .map(|(base, s)| (*base, Arc::clone(&s.file), s.size))
+                .collect();
+            (closed, active_base, state.config.delete_retention_ms)
+        };
+        // The latest offset of every key in the closed segments.
+        let mut latest: HashMap<Bytes, i64> = HashMap::new();
+        for (_, file, size) in &closed {
+            for_each_batch(file, *size, |header, bytes| {
+                if header.is_control() {
+                    return Ok(());
+                }
+                let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes))
+                    .map_err(corrupt)?;
+                for r in set.records {
+                    if let Some(key) = r.key {
+                        latest.insert(key, r.offset);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let horizon = now_ms.saturating_sub(delete_retention_ms.max(0));
+        let mut stats = CleanStats::default();
+        for (base, file, size) in closed {
+            let mut out: Vec<u8> = Vec::with_capacity(size as usize);
+            let mut removed = 0u64;
+            for_each_batch(&file, size, |header, bytes| {
+                if header.is_control() {
+                    out.extend_from_slice(bytes);
+                    return Ok(());
+                }
+                let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes))
+                    .map_err(corrupt)?;
+                let total = set.records.len();
+                let keep: Vec<_> = set
+                    .records
+                    .into_iter()
+                    .filter(|r| match &r.key {
+                        None => true,
+                        Some(k) => {
+                            let is_latest = latest.get(k) == Some(&r.offset);
+                            let expired_tombstone = r.value.is_none() && r.timestamp < horizon;
+                            is_latest && !expired_tombstone
+                        }
+                    })
+                    .collect();
+                removed += (total - keep.len()) as u64;
+                if keep.len() == total {
+                    out.extend_from_slice(bytes);
+                } else if !keep.is_empty() {
+                    let mut buf = BytesMut::new();
+                    RecordBatchEncoder::encode(
+                        &mut buf,
+                        &keep,
+                        &RecordEncodeOptions {
+                            version: 2,
+                            compression: codec(header),
+                        },
+                    )
+                    .map_err(corrupt)?;
+                    out.extend_from_slice(&buf);
+                }
+                Ok(())
+            })?;
+            if removed == 0 {
+                continue;
+            }
+            stats.segments_rewritten += 1;
+            stats.records_removed += removed;
+            stats.bytes_before += size;
+            stats.bytes_after += out.len() as u64;
+            let cleaned = cleaned_path(self.dir(), base);
+            std::fs::write(&cleaned, &out)?;
+            File::open(&cleaned)?.sync_all()?;
+            self.swap_in_cleaned(base, size)?;
+        }
+        self.lock_state().cleaned_up_to = Some(active_base);
+        Ok(stats)
+    }
+
+    /// Replaces segment `base` by its cleaned file, unless retention removed it meanwhile.
+    fn swap_in_cleaned(&self, base: i64, expected_size: u64) -> Result<()> {
+        let mut state = self.lock_state();
+        let cleaned = cleaned_path(self.dir(), base);
+        if state
+            .segments
+            .get(&base)
+            .is_none_or(|s| s.size != expected_size)
+        {
+            std::fs::remove_file(&cleaned)?;
+            return Ok(());
+        }
+        let index_interval = state.config.index_interval_bytes;
+        let old = state.segments.remove(&base).expect("checked above");
+        // Old indexes would point into the old file: remove them first; a crash before the
+        // rename then just rebuilds them for the old file.
+        old.delete_indexes()?;
+        std::fs::rename(&cleaned, log_path(self.dir(), base))?;
+        std::fs::File::open(self.dir())?.sync_all()?;
+        let opened = Segment::open(self.dir(), base, true, index_interval)?;
+        state.segments.insert(base, opened.segment);
+        Ok(())
+    }
+}
