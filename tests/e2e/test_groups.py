@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from kafka import KafkaConsumer
 from kafka import ConsumerRebalanceListener
 
-from conftest import ROOT
+from conftest import KAPPA_BIN, ROOT
 from test_confluent_kafka import create_topic
 
 N = 20_000
@@ -290,3 +290,50 @@ def test_static_member_restart_does_not_rebalance_the_others(kappa):
     second.close()
     other.stop_flag.set()
     other.join(30)
+
+
+def test_group_cli_and_lag_metrics(kappa):
+    from test_kcat_and_cli import kappa_cli
+    create_topic(kappa, "lagged", 2)
+    p = Producer({"bootstrap.servers": kappa.bootstrap})
+    for i in range(100):
+        p.produce("lagged", value=str(i).encode(), partition=i % 2, timestamp=1_000_000 + i)
+    assert p.flush(10) == 0
+    c = Consumer({"bootstrap.servers": kappa.bootstrap, "group.id": "cli-g", "enable.auto.commit": False})
+    c.assign([TopicPartition("lagged", 0, 10), TopicPartition("lagged", 1, 30)])
+    c.commit(offsets=[TopicPartition("lagged", 0, 10), TopicPartition("lagged", 1, 30)], asynchronous=False)
+    c.close()
+
+    listed = kappa_cli(kappa, "group", "list")
+    assert any(line.startswith("cli-g\t") for line in listed.splitlines())
+    described = kappa_cli(kappa, "group", "describe", "cli-g")
+    assert "lagged\t0\t10\t50\t40\t-" in described
+    assert "lagged\t1\t30\t50\t20\t-" in described
+    metrics = kappa.http("/metrics")
+    assert 'kappa_group_lag{group="cli-g",topic="lagged",partition="0"} 40' in metrics
+    assert 'kappa_group_lag{group="cli-g",topic="lagged",partition="1"} 20' in metrics
+
+    plan = kappa_cli(kappa, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--to-earliest")
+    assert "dry run" in plan
+    assert "lagged\t0\t10\t50" in kappa_cli(kappa, "group", "describe", "cli-g")
+    kappa_cli(kappa, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--to-earliest", "--execute")
+    assert "lagged\t0\t0\t50\t50" in kappa_cli(kappa, "group", "describe", "cli-g")
+    # Records of partition 1 have timestamps 1_000_001, 1_000_003, ...: offset 20 holds 1_000_041.
+    kappa_cli(kappa, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--to-datetime", "1000040", "--execute")
+    described = kappa_cli(kappa, "group", "describe", "cli-g")
+    assert "lagged\t0\t20\t50\t30" in described and "lagged\t1\t20\t50\t30" in described
+    kappa_cli(kappa, "group", "reset-offsets", "cli-g", "--topic", "lagged", "--to-offset", "45", "--execute")
+    assert "lagged\t1\t45\t50\t5" in kappa_cli(kappa, "group", "describe", "cli-g")
+
+    # A group with a live member can be neither reset nor deleted.
+    live = RdkafkaMember(kappa, "lagged", "live-g", [], "range")
+    live.start()
+    wait_until(lambda: len(live.consumer.assignment()) == 2, 30, "the live member's partitions")
+    r = subprocess.run([KAPPA_BIN, "group", "delete", "live-g", "--bootstrap-server", kappa.bootstrap],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "live-g" in r.stderr
+    live.stop_flag.set()
+    live.join(30)
+
+    kappa_cli(kappa, "group", "delete", "cli-g")
+    assert "cli-g" not in kappa_cli(kappa, "group", "list")

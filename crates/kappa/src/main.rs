@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod dev;
+mod group;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     Produce(client::ProduceArgs),
     /// Print records of a topic.
     Consume(client::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             Command::Topic(cmd) => client::topic(cmd).await,
             Command::Produce(args) => client::produce(args).await,
             Command::Consume(args) => client::consume(args).await,
+            Command::Group(cmd) => group::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })
