@@ -50,6 +50,13 @@ pub enum BenchCommand {
     Consume {
         #[arg(long, default_value = "kappa-bench")]
         topic: String,
+        /// Consume as this consumer group (subscribe) instead of assigning every partition.
+        #[arg(long)]
+        group: Option<String>,
+        /// Members of the group, each a consumer of its own; after reading everything, one
+        /// leaves and the time until the others own every partition again is reported.
+        #[arg(long, default_value_t = 3)]
+        members: usize,
         #[command(flatten)]
         conn: Connection,
     },
@@ -166,8 +173,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 bail!("{failed} records failed");
             }
         }
-        BenchCommand::Consume { topic, conn } => {
+        BenchCommand::Consume {
+            topic,
+            group: None,
+            conn,
+            ..
+        } => {
             tokio::task::spawn_blocking(move || consume_bench(&topic, &conn)).await??;
+        }
+        BenchCommand::Consume {
+            topic,
+            group: Some(group),
+            members,
+            conn,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                group_consume_bench(&topic, &group, members.max(2), &conn)
+            })
+            .await??;
         }
     }
     Ok(())
@@ -244,4 +267,137 @@ impl ProducerContext for LatencyContext {
             }
         }
     }
+}
+
+/// N consumers in one group read the topic from the beginning; then one leaves and the time
+/// until the others own every partition again is the rebalance time.
+fn group_consume_bench(
+    topic: &str,
+    group: &str,
+    members: usize,
+    conn: &Connection,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+    use std::sync::Arc;
+    let probe: BaseConsumer = conn.client_config().create()?;
+    let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    let mut total = 0i64;
+    for p in 0..partitions as i32 {
+        let (lo, hi) = probe.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        total += hi - lo;
+    }
+    let remaining = Arc::new(AtomicI64::new(total));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let owned: Vec<Arc<AtomicUsize>> = (0..members)
+        .map(|_| Arc::new(AtomicUsize::new(0)))
+        .collect();
+    let stops: Vec<Arc<AtomicBool>> = (0..members)
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let start = Instant::now();
+    let threads: Vec<_> = (0..members)
+        .map(|i| {
+            let consumer: BaseConsumer = conn
+                .client_config()
+                .set("group.id", group)
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "true")
+                // Members learn of a rebalance at their next heartbeat: keep it short so the
+                // figure measures the rebalance, not the client's wait.
+                .set("heartbeat.interval.ms", "500")
+                .set("fetch.max.bytes", "52428800")
+                .set("max.partition.fetch.bytes", "10485760")
+                .create()?;
+            consumer.subscribe(&[topic])?;
+            let (remaining, bytes, owned, stop) = (
+                remaining.clone(),
+                bytes.clone(),
+                owned[i].clone(),
+                stops[i].clone(),
+            );
+            Ok(std::thread::spawn(move || {
+                let mut checked = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                        bytes.fetch_add(m.payload_len() as u64, Ordering::Relaxed);
+                        remaining.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    // Reading the assignment copies it: once a millisecond is enough.
+                    if checked.elapsed() >= Duration::from_millis(1) {
+                        owned.store(
+                            consumer.assignment().map(|a| a.count()).unwrap_or(0),
+                            Ordering::Relaxed,
+                        );
+                        checked = Instant::now();
+                    }
+                }
+                consumer.unsubscribe();
+                drop(consumer);
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let all_own = || {
+        owned.iter().all(|o| o.load(Ordering::Relaxed) > 0)
+            && owned
+                .iter()
+                .map(|o| o.load(Ordering::Relaxed))
+                .sum::<usize>()
+                == partitions
+    };
+    let mut stable: Option<(Instant, i64)> = None;
+    while remaining.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        if stable.is_none() && all_own() {
+            stable = Some((Instant::now(), remaining.load(Ordering::Relaxed)));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if remaining.load(Ordering::Relaxed) > 0 {
+        bail!("group did not read the topic within 300 s");
+    }
+    let mb = bytes.load(Ordering::Relaxed) as f64 / 1e6;
+    println!(
+        "group consume: {members} members, {total} records, {mb:.1} MB in {elapsed:.2} s (including the first rebalance): {:.0} records/s, {:.1} MB/s",
+        total as f64 / elapsed,
+        mb / elapsed
+    );
+    if let Some((at, left)) = stable {
+        let secs = at.elapsed().as_secs_f64() - (start.elapsed().as_secs_f64() - elapsed);
+        let per_record = mb / total.max(1) as f64;
+        println!(
+            "group consume, once all {members} members owned partitions: {left} records in {secs:.2} s: {:.0} records/s, {:.1} MB/s",
+            left as f64 / secs,
+            left as f64 * per_record / secs
+        );
+    }
+    // One member leaves; the others must take over its partitions.
+    let leaving_at = Instant::now();
+    stops[members - 1].store(true, Ordering::Relaxed);
+    let owned_by_rest = || {
+        owned[..members - 1]
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    while owned_by_rest() < partitions && leaving_at.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "rebalance after one member left: {:.0} ms until the remaining {} members owned all {partitions} partitions",
+        leaving_at.elapsed().as_secs_f64() * 1000.0,
+        members - 1
+    );
+    for s in &stops {
+        s.store(true, Ordering::Relaxed);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
 }

@@ -86,14 +86,27 @@ fn run_blocking(cmd: GroupCommand) -> anyhow::Result<()> {
             let groups = consumer.fetch_group_list(None, TIMEOUT)?;
             println!("group\tstate\tprotocol_type\tmembers");
             for g in groups.groups() {
-                println!("{}\t{}\t{}\t{}", g.name(), g.state(), g.protocol_type(), g.members().len());
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    g.name(),
+                    g.state(),
+                    g.protocol_type(),
+                    g.members().len()
+                );
             }
         }
         GroupCommand::Describe { group, conn } => {
             let consumer = group_consumer(&conn, &group)?;
             let list = consumer.fetch_group_list(Some(&group), TIMEOUT)?;
-            let info = list.groups().first().ok_or_else(|| anyhow!("no such group '{group}'"))?;
-            println!("group: {group}  state: {}  protocol: {}", info.state(), info.protocol());
+            let info = list
+                .groups()
+                .first()
+                .ok_or_else(|| anyhow!("no such group '{group}'"))?;
+            println!(
+                "group: {group}  state: {}  protocol: {}",
+                info.state(),
+                info.protocol()
+            );
             let mut owner = std::collections::HashMap::new();
             for m in info.members() {
                 let assigned = m.assignment().map(decode_assignment).unwrap_or_default();
@@ -102,7 +115,11 @@ fn run_blocking(cmd: GroupCommand) -> anyhow::Result<()> {
                     m.id(),
                     m.client_id(),
                     m.client_host(),
-                    assigned.iter().map(|(t, p)| format!("{t}-{p}")).collect::<Vec<_>>().join(", ")
+                    assigned
+                        .iter()
+                        .map(|(t, p)| format!("{t}-{p}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 for tp in assigned {
                     owner.insert(tp, m.id().to_string());
@@ -119,16 +136,41 @@ fn run_blocking(cmd: GroupCommand) -> anyhow::Result<()> {
             let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
             println!("topic\tpartition\tcommitted\tend\tlag\tmember");
             for e in committed.elements() {
-                let Offset::Offset(offset) = e.offset() else { continue };
+                let Offset::Offset(offset) = e.offset() else {
+                    continue;
+                };
                 let (_, end) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
-                let member = owner.get(&(e.topic().to_string(), e.partition())).cloned().unwrap_or_else(|| "-".into());
-                println!("{}\t{}\t{}\t{}\t{}\t{}", e.topic(), e.partition(), offset, end, (end - offset).max(0), member);
+                let member = owner
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .cloned()
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    e.topic(),
+                    e.partition(),
+                    offset,
+                    end,
+                    (end - offset).max(0),
+                    member
+                );
             }
         }
-        GroupCommand::ResetOffsets { group, topic, to_earliest, to_latest, to_datetime, to_offset, execute, conn } => {
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_datetime,
+            to_offset,
+            execute,
+            conn,
+        } => {
             let consumer = group_consumer(&conn, &group)?;
             let md = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
-            let t = md.topics().first().ok_or_else(|| anyhow!("no metadata for '{topic}'"))?;
+            let t = md
+                .topics()
+                .first()
+                .ok_or_else(|| anyhow!("no metadata for '{topic}'"))?;
             if t.error().is_some() || t.partitions().is_empty() {
                 bail!("unknown topic '{topic}'");
             }
@@ -161,9 +203,11 @@ fn run_blocking(cmd: GroupCommand) -> anyhow::Result<()> {
                 }
             }
             if execute {
-                consumer
-                    .commit(&plan, CommitMode::Sync)
-                    .map_err(|e| anyhow!("cannot reset offsets of '{group}' (it must have no active members): {e}"))?;
+                consumer.commit(&plan, CommitMode::Sync).map_err(|e| {
+                    anyhow!(
+                        "cannot reset offsets of '{group}' (it must have no active members): {e}"
+                    )
+                })?;
                 println!("offsets of group {group} reset");
             } else {
                 println!("(dry run: add --execute to apply)");
@@ -185,7 +229,11 @@ fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
         Ok(a) => a
             .assigned_partitions
             .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), *p)))
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.topic.0.to_string(), *p))
+            })
             .collect(),
         Err(_) => Vec::new(),
     }
