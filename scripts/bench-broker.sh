@@ -7,7 +7,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kappa/target}"
 cargo build --release --manifest-path "$root/Cargo.toml" --bin kappa >&2
 kappa="$CARGO_TARGET_DIR/release/kappa"
-records="${RECORDS:-300000}"
+records="${RECORDS:-1000000}"
 dir="$(mktemp -d "${BENCH_DIR:-$root}/.bench.XXXXXX")"
 port=19392
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
@@ -25,3 +25,4 @@ b="--bootstrap-server 127.0.0.1:$port"
 max=$(sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$dir/all.txt")
 half=$((max / 2))
 "$kappa" bench produce $b --topic latency --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
+"$kappa" bench consume $b --topic acks-all --group bench-group --members 3
