@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kappa_log::records::{encode_batch, plain_record};
 use kappa_log::Log;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -96,6 +95,17 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
 }
 
+impl Member {
+    /// This member's metadata for `protocol` (empty if it does not support it).
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 struct Member {
     instance_id: Option<String>,
     client_id: String,
@@ -126,6 +136,15 @@ struct Group {
 impl Group {
     fn state(&self) -> GroupState {
         self.state.unwrap_or(GroupState::Empty)
+    }
+
+    /// Every member with its metadata for the chosen protocol, as the leader gets them.
+    fn member_list(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
+            .collect()
     }
 
     fn static_member(&self, instance_id: &str) -> Option<String> {
@@ -213,21 +232,8 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = Some(GroupState::CompletingRebalance);
-        let protocol = self.protocol.clone().unwrap_or_default();
         let leader = self.leader.clone().unwrap_or_default();
-        let all: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(p, _)| *p == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect();
+        let all = self.member_list();
         let now = Instant::now();
         for (id, m) in self.members.iter_mut() {
             m.assignment = Bytes::new();
@@ -485,20 +491,7 @@ impl GroupCoordinator {
                 slot.last_heartbeat = Instant::now();
                 let leader = group.leader.clone().unwrap_or_default();
                 let members = if leader == member_id {
-                    let protocol = group.protocol.clone().unwrap_or_default();
-                    group
-                        .members
-                        .iter()
-                        .map(|(id, m)| {
-                            let meta = m
-                                .protocols
-                                .iter()
-                                .find(|(p, _)| *p == protocol)
-                                .map(|(_, b)| b.clone())
-                                .unwrap_or_default();
-                            (id.clone(), m.instance_id.clone(), meta)
-                        })
-                        .collect()
+                    group.member_list()
                 } else {
                     Vec::new()
                 };
@@ -710,44 +703,27 @@ impl GroupCoordinator {
         }
         let _serial = self.commit_lock.lock().await;
         let now = now_ms();
-        let records: Vec<Record> = entries
+        let records: Vec<_> = entries
             .iter()
             .enumerate()
-            .map(|(i, (topic, partition, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: serde_json::to_vec(&OffsetKey {
+            .map(|(i, (topic, partition, value))| {
+                let key = OffsetKey {
                     group: group_id.to_string(),
                     topic: topic.clone(),
                     partition: *partition,
-                })
-                .ok()
-                .map(Bytes::from),
-                value: value
-                    .as_ref()
-                    .and_then(|v| serde_json::to_vec(v).ok())
-                    .map(Bytes::from),
-                headers: IndexMap::new(),
+                };
+                plain_record(
+                    i as i64,
+                    now,
+                    serde_json::to_vec(&key).ok().map(Bytes::from),
+                    value
+                        .as_ref()
+                        .and_then(|v| serde_json::to_vec(v).ok())
+                        .map(Bytes::from),
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| kappa_log::LogError::CorruptBatch(e.to_string()))?;
+        let buf = encode_batch(&records, Compression::None)?;
         let log = self.offsets_log.clone();
         tokio::task::spawn_blocking(move || {
             let info = log.append(&buf, now)?;
@@ -838,12 +814,7 @@ impl GroupCoordinator {
                 .members
                 .iter()
                 .map(|(id, m)| {
-                    let meta = m
-                        .protocols
-                        .iter()
-                        .find(|(p, _)| *p == protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default();
+                    let meta = m.metadata(&protocol);
                     (
                         id.clone(),
                         m.instance_id.clone(),

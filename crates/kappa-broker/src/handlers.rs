@@ -220,6 +220,18 @@ fn log_error_code(e: &LogError) -> ResponseError {
     }
 }
 
+/// Per-partition results grouped by topic, topics in name order.
+fn by_topic<P>(
+    results: Vec<(String, i32, i16)>,
+    mut partition: impl FnMut(i32, i16) -> P,
+) -> Vec<(String, Vec<P>)> {
+    let mut grouped: BTreeMap<String, Vec<P>> = BTreeMap::new();
+    for (t, p, code) in results {
+        grouped.entry(t).or_default().push(partition(p, code));
+    }
+    grouped.into_iter().collect()
+}
+
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -967,23 +979,40 @@ fn broker_configs(broker: &Arc<Broker>) -> Vec<(String, String)> {
 }
 
 /// Applies a set of changes to a topic's overrides, validating all before writing any.
+/// Returns the (error code, message) for the resource's response entry.
 fn alter_topic_configs(
     broker: &Arc<Broker>,
-    name: &str,
+    ctx: &mut RequestContext,
+    (resource_type, name): (i8, &str),
     validate_only: bool,
     change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), TopicError>,
-) -> Result<(), TopicError> {
-    validate_topic_name(name)?;
-    let topic = broker
-        .topics
-        .get(name)
-        .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-    let mut configs = topic.configs.clone();
-    change(&mut configs)?;
-    if validate_only {
-        return Ok(());
+) -> (i16, Option<StrBytes>) {
+    if resource_type != RESOURCE_TOPIC {
+        let code = ctx.err(ResponseError::InvalidRequest);
+        return (code, Some(str_bytes("only topic configs can be altered")));
     }
-    broker.topics.set_configs(name, configs)
+    let result = validate_topic_name(name)
+        .and_then(|()| {
+            broker
+                .topics
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string()))
+        })
+        .and_then(|topic| {
+            let mut configs = topic.configs.clone();
+            change(&mut configs)?;
+            if validate_only {
+                return Ok(());
+            }
+            broker.topics.set_configs(name, configs)
+        });
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => (
+            ctx.err(topic_error_code(&e)),
+            Some(str_bytes(&e.to_string())),
+        ),
+    }
 }
 
 fn incremental_alter_configs(
@@ -998,14 +1027,12 @@ fn incremental_alter_configs(
             let resp = IncrementalAlterResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            if r.resource_type != RESOURCE_TOPIC {
-                let code = ctx.err(ResponseError::InvalidRequest);
-                return resp
-                    .with_error_code(code)
-                    .with_error_message(Some(str_bytes("only topic configs can be altered")));
-            }
-            let result =
-                alter_topic_configs(broker, &r.resource_name, req.validate_only, |configs| {
+            let (code, message) = alter_topic_configs(
+                broker,
+                ctx,
+                (r.resource_type, &r.resource_name),
+                req.validate_only,
+                |configs| {
                     for c in &r.configs {
                         let key = c.name.to_string();
                         let value = c.value.as_ref().map(|v| v.to_string());
@@ -1050,13 +1077,9 @@ fn incremental_alter_configs(
                         }
                     }
                     Ok(())
-                });
-            match result {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(ctx.err(topic_error_code(&e)))
-                    .with_error_message(Some(str_bytes(&e.to_string()))),
-            }
+                },
+            );
+            resp.with_error_code(code).with_error_message(message)
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
@@ -1074,15 +1097,13 @@ fn alter_configs(
             let resp = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            if r.resource_type != RESOURCE_TOPIC {
-                let code = ctx.err(ResponseError::InvalidRequest);
-                return resp
-                    .with_error_code(code)
-                    .with_error_message(Some(str_bytes("only topic configs can be altered")));
-            }
             // AlterConfigs replaces the whole set of overrides.
-            let result =
-                alter_topic_configs(broker, &r.resource_name, req.validate_only, |configs| {
+            let (code, message) = alter_topic_configs(
+                broker,
+                ctx,
+                (r.resource_type, &r.resource_name),
+                req.validate_only,
+                |configs| {
                     configs.clear();
                     for c in &r.configs {
                         if let Some(v) = &c.value {
@@ -1093,13 +1114,9 @@ fn alter_configs(
                         }
                     }
                     Ok(())
-                });
-            match result {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(ctx.err(topic_error_code(&e)))
-                    .with_error_message(Some(str_bytes(&e.to_string()))),
-            }
+                },
+            );
+            resp.with_error_code(code).with_error_message(message)
         })
         .collect();
     AlterConfigsResponse::default().with_responses(responses)
@@ -1376,16 +1393,13 @@ async fn offset_commit(
         Ok(r) => r,
         Err(e) => all.into_iter().map(|(t, p)| (t, p, e.code())).collect(),
     };
-    let mut by_topic: BTreeMap<String, Vec<OffsetCommitResponsePartition>> = BTreeMap::new();
-    for (t, p, code) in results {
-        by_topic.entry(t).or_default().push(
-            OffsetCommitResponsePartition::default()
-                .with_partition_index(p)
-                .with_error_code(ctx.code(code)),
-        );
-    }
+    let topics = by_topic(results, |p, code| {
+        OffsetCommitResponsePartition::default()
+            .with_partition_index(p)
+            .with_error_code(ctx.code(code))
+    });
     OffsetCommitResponse::default().with_topics(
-        by_topic
+        topics
             .into_iter()
             .map(|(t, parts)| {
                 OffsetCommitResponseTopic::default()
@@ -1542,17 +1556,13 @@ async fn offset_delete(
     {
         Err(e) => OffsetDeleteResponse::default().with_error_code(ctx.err(e)),
         Ok(results) => {
-            let mut by_topic: BTreeMap<String, Vec<OffsetDeleteResponsePartition>> =
-                BTreeMap::new();
-            for (t, p, code) in results {
-                by_topic.entry(t).or_default().push(
-                    OffsetDeleteResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_error_code(ctx.code(code)),
-                );
-            }
+            let topics = by_topic(results, |p, code| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_error_code(ctx.code(code))
+            });
             OffsetDeleteResponse::default().with_topics(
-                by_topic
+                topics
                     .into_iter()
                     .map(|(t, parts)| {
                         OffsetDeleteResponseTopic::default()

@@ -8,10 +8,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use crate::batch::BatchHeader;
 use crate::segment::{log_path, read_batches, Segment};
@@ -151,16 +149,7 @@ impl Log {
                 if keep.len() == total {
                     out.extend_from_slice(bytes);
                 } else if !keep.is_empty() {
-                    let mut buf = BytesMut::new();
-                    RecordBatchEncoder::encode(
-                        &mut buf,
-                        &keep,
-                        &RecordEncodeOptions {
-                            version: 2,
-                            compression: codec(header),
-                        },
-                    )
-                    .map_err(corrupt)?;
+                    let buf = crate::records::encode_batch(&keep, codec(header))?;
                     out.extend_from_slice(&buf);
                 }
                 Ok(())

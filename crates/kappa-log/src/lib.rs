@@ -10,6 +10,7 @@ mod cleaner;
 mod config;
 mod log;
 pub mod producer_state;
+pub mod records;
 mod segment;
 #[cfg(test)]
 mod tests;

@@ -409,40 +409,19 @@ fn producer_state_survives_clean_and_unclean_restarts() {
 
 mod compaction {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use bytes::Bytes;
+    use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
     fn keyed(key: &str, value: Option<&str>, ts: i64, compression: Compression) -> Vec<u8> {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: ts,
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-            headers: IndexMap::new(),
-        };
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            [&record],
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.to_vec()
+        let record = crate::records::plain_record(
+            0,
+            ts,
+            Some(Bytes::copy_from_slice(key.as_bytes())),
+            value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        );
+        crate::records::encode_batch(&[record], compression)
+            .unwrap()
+            .to_vec()
     }
 
     fn compact_config(delete_retention_ms: i64) -> LogConfig {
