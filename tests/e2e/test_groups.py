@@ -337,3 +337,32 @@ def test_group_cli_and_lag_metrics(kappa):
 
     kappa_cli(kappa, "group", "delete", "cli-g")
     assert "cli-g" not in kappa_cli(kappa, "group", "list")
+
+
+def test_confluent_admin_group_operations(kappa):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+    create_topic(kappa, "adm-g", 3)
+    a = AdminClient({"bootstrap.servers": kappa.bootstrap})
+    tps = [TopicPartition("adm-g", p, 5 * (p + 1)) for p in range(3)]
+    a.alter_consumer_group_offsets([ConsumerGroupTopicPartitions("adm-group", tps)])["adm-group"].result(10)
+    listed = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("adm-group")])["adm-group"].result(10)
+    assert sorted((tp.partition, tp.offset) for tp in listed.topic_partitions) == [(0, 5), (1, 10), (2, 15)]
+
+    groups = a.list_consumer_groups().result(10)
+    assert "adm-group" in {g.group_id for g in groups.valid}
+
+    member = RdkafkaMember(kappa, "adm-g", "adm-live", [], "range")
+    member.start()
+    wait_until(lambda: len(member.consumer.assignment()) == 3, 30, "the member's partitions")
+    described = a.describe_consumer_groups(["adm-live", "adm-group"])
+    live = described["adm-live"].result(10)
+    assert str(live.state).endswith("STABLE")
+    assert len(live.members) == 1
+    assert sorted(tp.partition for tp in live.members[0].assignment.topic_partitions) == [0, 1, 2]
+    assert str(described["adm-group"].result(10).state).endswith("EMPTY")
+    member.stop_flag.set()
+    member.join(30)
+
+    a.delete_consumer_groups(["adm-group"])["adm-group"].result(10)
+    assert "adm-group" not in {g.group_id for g in a.list_consumer_groups().result(10).valid}
