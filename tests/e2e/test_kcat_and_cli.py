@@ -105,3 +105,13 @@ def test_clean_shutdown_and_restart_keeps_topics_and_configs(kappa_factory):
     out = kappa_cli(k, "consume", "keep", "--from-beginning", "--exit-at-end")
     assert out == "one\ntwo\n"
     k.stop()
+
+
+def test_cli_consume_as_group_resumes_from_committed_offsets(kappa):
+    kappa_cli(kappa, "topic", "create", "cg", "-p", "2")
+    kappa_cli(kappa, "produce", "cg", input="".join(f"{i}\n" for i in range(10)))
+    first = kappa_cli(kappa, "consume", "cg", "--group", "cli-reader", "--from-beginning", "--max-messages", "4")
+    rest = kappa_cli(kappa, "consume", "cg", "--group", "cli-reader", "--from-beginning", "--exit-at-end")
+    seen = first.split() + rest.split()
+    assert sorted(seen, key=int) == [str(i) for i in range(10)], (first, rest)
+    assert "cg\t" in kappa_cli(kappa, "group", "describe", "cli-reader")

@@ -153,6 +153,42 @@ fn check_record_framing(mut records: &[u8], count: i32) -> Result<(), LogError> 
     Ok(())
 }
 
+/// Whether any record of the (validated) batch at the start of `buf` has a null key: a
+/// compacted topic refuses those, as Kafka does.
+pub fn has_null_key(buf: &[u8], header: &BatchHeader) -> Result<bool, LogError> {
+    if header.is_control() {
+        return Ok(false);
+    }
+    if header.compression_codec() != 0 {
+        let mut bytes = bytes::Bytes::copy_from_slice(&buf[..header.size]);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+            .map_err(|e| LogError::CorruptBatch(e.to_string()))?;
+        return Ok(set.records.iter().any(|r| r.key.is_none()));
+    }
+    let mut records = &buf[HEADER_LEN..header.size];
+    let malformed = || LogError::CorruptBatch("record fields do not parse".into());
+    for _ in 0..header.record_count {
+        let (len, used) = read_varint(records).ok_or_else(malformed)?;
+        let body = records
+            .get(used..used + len as usize)
+            .ok_or_else(malformed)?;
+        // attributes (1 byte), timestamp delta, offset delta, then the key length.
+        let mut at = 1;
+        for _ in 0..2 {
+            at += read_varint(body.get(at..).ok_or_else(malformed)?)
+                .ok_or_else(malformed)?
+                .1;
+        }
+        let (key_len, _) =
+            read_varint(body.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+        if key_len < 0 {
+            return Ok(true);
+        }
+        records = &records[used + len as usize..];
+    }
+    Ok(false)
+}
+
 /// A zigzag varint (as record lengths are written): (value, bytes used).
 fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
     let mut raw: u64 = 0;

@@ -30,6 +30,8 @@ pub enum LogError {
     MessageTooLarge { size: usize, max: usize },
     #[error("offset {offset} is out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     #[error("unknown producer id {0}: its state is gone; it must reinitialize")]
     UnknownProducerId(i64),
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]

@@ -218,6 +218,17 @@ impl Log {
         if let Some(h) = headers.iter().find(|h| h.size > max) {
             return Err(LogError::MessageTooLarge { size: h.size, max });
         }
+        if state.config.cleanup_policy.compacts() {
+            let mut at = 0;
+            for h in &headers {
+                if batch::has_null_key(&records[at..], h)? {
+                    return Err(LogError::InvalidRecord(
+                        "a compacted topic cannot accept a record without a key".into(),
+                    ));
+                }
+                at += h.size;
+            }
+        }
         // Idempotence: every batch must continue its producer's sequence, or repeat one of its
         // last batches exactly (a retry, answered with the first write's offsets).
         let mut duplicates = Vec::new();

@@ -525,6 +525,32 @@ mod compaction {
     }
 
     #[test]
+    fn compacted_logs_refuse_records_without_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), compact_config(0), 0).unwrap();
+        for compression in [Compression::None, Compression::Gzip] {
+            let keyless = crate::records::plain_record(0, 0, None, Some(Bytes::from_static(b"v")));
+            let batch = crate::records::encode_batch(&[keyless], compression).unwrap();
+            assert!(matches!(
+                log.append(&batch, 0),
+                Err(LogError::InvalidRecord(_))
+            ));
+            log.append(&keyed("k", Some("v"), 0, compression), 0)
+                .unwrap();
+        }
+        assert_eq!(log.end_offset(), 2);
+        // The same batch is fine where nothing is compacted.
+        let plain = Log::open(&dir.path().join("plain"), small_config(), 0).unwrap();
+        let keyless = crate::records::plain_record(0, 0, None, Some(Bytes::from_static(b"v")));
+        plain
+            .append(
+                &crate::records::encode_batch(&[keyless], Compression::None).unwrap(),
+                0,
+            )
+            .unwrap();
+    }
+
+    #[test]
     fn tombstones_go_after_delete_retention() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), compact_config(100), 0).unwrap();

@@ -399,6 +399,10 @@ pub struct ConsumeArgs {
     /// Stop when every partition is read to its end offset as of the start.
     #[arg(long)]
     exit_at_end: bool,
+    /// Consume as a member of this consumer group: partitions come from the group and
+    /// offsets are committed to it (--from-beginning applies when it has none yet).
+    #[arg(long, conflicts_with_all = ["offset", "partition"])]
+    group: Option<String>,
     #[arg(long, value_enum, default_value = "value")]
     format: OutputFormat,
     #[command(flatten)]
@@ -410,15 +414,29 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
 }
 
 fn consume_blocking(args: ConsumeArgs) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = args
-        .conn
-        .client_config()
+    let mut config = args.conn.client_config();
+    config.set("enable.partition.eof", "true");
+    match &args.group {
+        // Only offsets of records actually printed are stored and committed: closing the
+        // consumer drains prefetched records, which must not count as consumed.
+        Some(group) => config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                if args.from_beginning {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            ),
         // librdkafka needs a group id for assign(); offsets are never committed to it.
-        .set("group.id", "kappa-cli")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .context("creating consumer")?;
+        None => config
+            .set("group.id", "kappa-cli")
+            .set("enable.auto.commit", "false"),
+    };
+    let consumer: BaseConsumer = config.create().context("creating consumer")?;
     let md = consumer.fetch_metadata(Some(&args.topic), TIMEOUT)?;
     let topic = md
         .topics()
@@ -431,19 +449,22 @@ fn consume_blocking(args: ConsumeArgs) -> anyhow::Result<()> {
         Some(p) => vec![p],
         None => topic.partitions().iter().map(|p| p.id()).collect(),
     };
-    let start = match (args.offset, args.from_beginning) {
-        (Some(o), _) => Offset::Offset(o),
-        (None, true) => Offset::Beginning,
-        (None, false) => Offset::End,
-    };
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining_at_end = 0;
-    for &p in &partitions {
-        tpl.add_partition_offset(&args.topic, p, start)?;
-        remaining_at_end += 1;
+    if args.group.is_some() {
+        consumer.subscribe(&[&args.topic])?;
+    } else {
+        let start = match (args.offset, args.from_beginning) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, true) => Offset::Beginning,
+            (None, false) => Offset::End,
+        };
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            tpl.add_partition_offset(&args.topic, p, start)?;
+        }
+        consumer.assign(&tpl)?;
     }
-    consumer.assign(&tpl)?;
     let mut count = 0u64;
+    let mut at_end = std::collections::HashSet::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     loop {
@@ -456,16 +477,31 @@ fn consume_blocking(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         let msg = match msg {
             Ok(m) => m,
-            Err(KafkaError::PartitionEOF(_)) => {
-                remaining_at_end -= 1;
-                if args.exit_at_end && remaining_at_end <= 0 {
+            Err(KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                // A group member reads only the partitions the group gave it.
+                let reading: Vec<i32> = match args.group {
+                    Some(_) => consumer
+                        .assignment()
+                        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+                        .unwrap_or_default(),
+                    None => partitions.clone(),
+                };
+                if args.exit_at_end
+                    && !reading.is_empty()
+                    && reading.iter().all(|p| at_end.contains(p))
+                {
                     break;
                 }
                 continue;
             }
             Err(e) => bail!("consume failed: {e}"),
         };
+        at_end.remove(&msg.partition());
         count += 1;
+        if args.group.is_some() {
+            consumer.store_offset_from_message(&msg)?;
+        }
         let value = msg.payload().map(String::from_utf8_lossy);
         let key = msg.key().map(String::from_utf8_lossy);
         match args.format {
@@ -506,5 +542,10 @@ fn consume_blocking(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    if args.group.is_some() && count > 0 {
+        consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+            .context("committing the group's offsets")?;
+    }
     Ok(())
 }
