@@ -157,8 +157,10 @@ impl BrokerMetrics {
             else {
                 continue;
             };
-            let labels =
-                format!("{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}}");
+            let labels = format!(
+                "{{group=\"{}\",topic=\"{topic}\",partition=\"{partition}\"}}",
+                escape_label(&group)
+            );
             let _ = writeln!(committed, "kappa_group_committed_offset{labels} {offset}");
             let _ = writeln!(
                 lag,
@@ -170,5 +172,21 @@ impl BrokerMetrics {
         out.push_str(&lag);
         out.push_str("# EOF\n");
         out
+    }
+}
+
+/// Escapes a label value for the text format: group ids are arbitrary strings.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape_label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
     }
 }
