@@ -337,12 +337,25 @@ impl GroupCoordinator {
             if read.bytes.is_empty() {
                 break;
             }
-            let mut buf = Bytes::from(read.bytes);
-            while !buf.is_empty() {
-                let set = RecordBatchDecoder::decode(&mut buf)
-                    .map_err(|e| TopicError::Storage(format!("{OFFSETS_TOPIC}: {e}")))?;
+            let bytes = Bytes::from(read.bytes);
+            let mut at = 0;
+            while at < bytes.len() {
+                // Batches are whole (the log returns whole batches); advance by the header so
+                // a batch whose records do not decode is skipped, never read again and again.
+                let Ok(header) = kappa_log::batch::BatchHeader::parse(&bytes[at..]) else {
+                    break;
+                };
+                let mut one = bytes.slice(at..(at + header.size).min(bytes.len()));
+                at += header.size;
+                offset = offset.max(header.last_offset() + 1);
+                let set = match RecordBatchDecoder::decode(&mut one) {
+                    Ok(set) => set,
+                    Err(e) => {
+                        tracing::warn!(offset = header.base_offset, error = %e, "skipping an undecodable batch in {OFFSETS_TOPIC}");
+                        continue;
+                    }
+                };
                 for record in set.records {
-                    offset = offset.max(record.offset + 1);
                     let Some(key) = record
                         .key
                         .as_ref()

@@ -54,7 +54,7 @@ use kappa_log::{AppendInfo, Log, LogError};
 use uuid::Uuid;
 
 use crate::durability::Syncer;
-use crate::groups::{CommittedOffset, JoinRequest};
+use crate::groups::{CommittedOffset, JoinRequest, OFFSETS_TOPIC};
 use crate::metrics::TopicLabels;
 use crate::server::Broker;
 use crate::topics::{now_ms, validate_config, validate_topic_name, Topic, TopicError};
@@ -394,11 +394,16 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
     let now = now_ms();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = broker.topics.get_or_create(
-            &name,
-            broker.config.auto_create_topics,
-            broker.config.num_partitions,
-        );
+        let topic = if name == OFFSETS_TOPIC {
+            // Only the group coordinator writes there.
+            Err(TopicError::InvalidName(name.clone()))
+        } else {
+            broker.topics.get_or_create(
+                &name,
+                broker.config.auto_create_topics,
+                broker.config.num_partitions,
+            )
+        };
         for p in topic_data.partition_data {
             let target = match &topic {
                 Ok(t) => t
@@ -525,7 +530,7 @@ async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest
         tokio::pin!(notified);
         notified.as_mut().enable();
         let (response, bytes, had_error) = fetch_once(broker, &req, ctx.api_version);
-        if bytes >= min_bytes.max(1) || had_error || Instant::now() >= deadline {
+        if bytes >= min_bytes.max(1) || min_bytes == 0 || had_error || Instant::now() >= deadline {
             for t in &response.responses {
                 let labels = TopicLabels {
                     topic: t.topic.0.to_string(),
@@ -573,10 +578,12 @@ fn fetch_once(
     version: i16,
 ) -> (FetchResponse, usize, bool) {
     let start_offset = |o: i64| if version >= 5 { o } else { -1 };
+    // Kafka's fetch.max.bytes default: a client cannot make one fetch read gigabytes.
+    const MAX_FETCH_BYTES: usize = 55 * 1024 * 1024;
     let mut budget = if req.max_bytes <= 0 {
-        i32::MAX as usize
+        MAX_FETCH_BYTES
     } else {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(MAX_FETCH_BYTES)
     };
     let mut total = 0usize;
     let mut had_error = false;
@@ -845,6 +852,13 @@ fn delete_topics(
             let Some(name) = name else {
                 return result.with_error_code(ctx.err(ResponseError::UnknownTopicId));
             };
+            if name == OFFSETS_TOPIC {
+                return result
+                    .with_error_code(ctx.err(ResponseError::InvalidTopicException))
+                    .with_error_message(
+                        (v >= 5).then(|| str_bytes("internal topics cannot be deleted")),
+                    );
+            }
             match broker.topics.delete(&name) {
                 Ok(id) => result.with_topic_id(if v >= 6 { id } else { Uuid::nil() }),
                 Err(e) => result

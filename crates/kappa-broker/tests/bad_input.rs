@@ -138,6 +138,29 @@ async fn bad_batches_get_kafka_error_codes_and_leave_the_partition_untouched() {
         "CORRUPT_MESSAGE"
     );
     assert_eq!(end_offset(&running, "t"), 2);
+    // Control batches come from the broker only.
+    let mut control = good.to_vec();
+    control[22] |= 0x20;
+    let crc = crc32c(&control[21..]);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        produce(&mut s, "t", 1, Some(Bytes::from(control))).await.0,
+        87,
+        "INVALID_RECORD"
+    );
+    // Nobody but the group coordinator writes to, or deletes, __consumer_offsets.
+    assert_eq!(
+        produce(&mut s, "__consumer_offsets", 1, Some(good.clone()))
+            .await
+            .0,
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(
+        StrBytes::from_static_str("__consumer_offsets"),
+    )]);
+    let r: DeleteTopicsResponse = call(&mut s, ApiKey::DeleteTopics, 5, &delete).await;
+    assert_eq!(r.responses[0].error_code, 17);
     assert_eq!(produce(&mut s, "t", -1, Some(good)).await.0, 0);
     still_serving(running.addr).await;
 }

@@ -115,6 +115,13 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
     if header.record_count == 0 && !header.is_control() {
         return Err(LogError::CorruptBatch("batch holds no records".into()));
     }
+    // Offsets inside a batch are dense: n records span exactly n offsets.
+    if header.record_count > 0 && header.last_offset_delta != header.record_count - 1 {
+        return Err(LogError::CorruptBatch(format!(
+            "last offset delta {} does not match {} records",
+            header.last_offset_delta, header.record_count
+        )));
+    }
     let computed = crc32c::crc32c(&buf[OFF_ATTRIBUTES..header.size]);
     if computed != header.crc {
         return Err(LogError::CorruptBatch(format!(
@@ -128,21 +135,26 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
     Ok(header)
 }
 
-/// For uncompressed batches: the records' length prefixes must tile the batch exactly and
-/// number `record_count`, as Kafka's validator insists, so nobody downstream trusts a lie.
-fn check_record_framing(mut records: &[u8], count: i32) -> Result<(), LogError> {
+/// Iterates over the records of an uncompressed batch body: (index, record bytes after the
+/// length prefix). Errors when a length prefix is missing or runs past the batch.
+fn for_each_record(
+    mut records: &[u8],
+    count: i32,
+    mut f: impl FnMut(i32, &[u8]) -> Result<(), LogError>,
+) -> Result<(), LogError> {
     for i in 0..count {
         let (len, used) = read_varint(records).ok_or_else(|| {
             LogError::CorruptBatch(format!("record {i} of {count} has no valid length"))
         })?;
-        let end = used as i64 + len;
-        if len < 0 || end > records.len() as i64 {
+        let available = records.len() - used;
+        if len < 0 || len as u64 > available as u64 {
             return Err(LogError::CorruptBatch(format!(
-                "record {i} of {count} declares {len} bytes, {} remain",
-                records.len().saturating_sub(used)
+                "record {i} of {count} declares {len} bytes, {available} remain"
             )));
         }
-        records = &records[end as usize..];
+        let end = used + len as usize;
+        f(i, &records[used..end])?;
+        records = &records[end..];
     }
     if !records.is_empty() {
         return Err(LogError::CorruptBatch(format!(
@@ -151,6 +163,34 @@ fn check_record_framing(mut records: &[u8], count: i32) -> Result<(), LogError> 
         )));
     }
     Ok(())
+}
+
+/// A record's offset delta and key length (-1: null key), from its body.
+fn record_offset_delta_and_key_len(body: &[u8]) -> Option<(i64, i64)> {
+    // attributes (1 byte), timestamp delta, offset delta, key length.
+    let mut at = 1;
+    at += read_varint(body.get(at..)?)?.1;
+    let (offset_delta, used) = read_varint(body.get(at..)?)?;
+    at += used;
+    let (key_len, _) = read_varint(body.get(at..)?)?;
+    Some((offset_delta, key_len))
+}
+
+/// For uncompressed batches: the records' length prefixes must tile the batch exactly, number
+/// `record_count`, and carry offset deltas 0..n-1, as Kafka's validator insists, so nobody
+/// downstream (the cleaner, consumers) trusts a lie.
+fn check_record_framing(records: &[u8], count: i32) -> Result<(), LogError> {
+    for_each_record(
+        records,
+        count,
+        |i, body| match record_offset_delta_and_key_len(body) {
+            Some((delta, _)) if delta == i as i64 => Ok(()),
+            Some((delta, _)) => Err(LogError::CorruptBatch(format!(
+                "record {i} carries offset delta {delta}"
+            ))),
+            None => Err(LogError::CorruptBatch(format!("record {i} does not parse"))),
+        },
+    )
 }
 
 /// Whether any record of the (validated) batch at the start of `buf` has a null key: a
@@ -165,28 +205,18 @@ pub fn has_null_key(buf: &[u8], header: &BatchHeader) -> Result<bool, LogError> 
             .map_err(|e| LogError::CorruptBatch(e.to_string()))?;
         return Ok(set.records.iter().any(|r| r.key.is_none()));
     }
-    let mut records = &buf[HEADER_LEN..header.size];
-    let malformed = || LogError::CorruptBatch("record fields do not parse".into());
-    for _ in 0..header.record_count {
-        let (len, used) = read_varint(records).ok_or_else(malformed)?;
-        let body = records
-            .get(used..used + len as usize)
-            .ok_or_else(malformed)?;
-        // attributes (1 byte), timestamp delta, offset delta, then the key length.
-        let mut at = 1;
-        for _ in 0..2 {
-            at += read_varint(body.get(at..).ok_or_else(malformed)?)
-                .ok_or_else(malformed)?
-                .1;
-        }
-        let (key_len, _) =
-            read_varint(body.get(at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-        if key_len < 0 {
-            return Ok(true);
-        }
-        records = &records[used + len as usize..];
-    }
-    Ok(false)
+    let mut null_key = false;
+    for_each_record(
+        &buf[HEADER_LEN..header.size],
+        header.record_count,
+        |_, body| {
+            let (_, key_len) = record_offset_delta_and_key_len(body)
+                .ok_or_else(|| LogError::CorruptBatch("record fields do not parse".into()))?;
+            null_key |= key_len < 0;
+            Ok(())
+        },
+    )?;
+    Ok(null_key)
 }
 
 /// A zigzag varint (as record lengths are written): (value, bytes used).
@@ -265,19 +295,30 @@ fn i64_at(buf: &[u8], at: usize) -> i64 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Builds a valid v2 batch of `count` records sharing about `payload` bytes; record bodies
-    /// are opaque to the log, so they are a pattern behind their varint length prefixes.
+    /// Builds a valid v2 batch of `count` keyless records with about `payload` value bytes in
+    /// all, each record encoded as Kafka writes it.
     pub fn make_batch(count: i32, base_ts: i64, payload: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; HEADER_LEN];
-        let body = payload / count.max(1) as usize;
-        for _ in 0..count {
-            let mut z = (body as u64) << 1;
+        fn zigzag(buf: &mut Vec<u8>, v: i64) {
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
             while z >= 0x80 {
                 buf.push((z as u8 & 0x7F) | 0x80);
                 z >>= 7;
             }
             buf.push(z as u8);
-            buf.extend((0..body).map(|i| (i % 251) as u8));
+        }
+        let mut buf = vec![0u8; HEADER_LEN];
+        let value_len = payload / count.max(1) as usize;
+        for i in 0..count as i64 {
+            // attributes, timestamp delta, offset delta, null key, value, no headers
+            let mut body = vec![0u8];
+            zigzag(&mut body, i);
+            zigzag(&mut body, i);
+            zigzag(&mut body, -1);
+            zigzag(&mut body, value_len as i64);
+            body.extend((0..value_len).map(|j| (j % 251) as u8));
+            zigzag(&mut body, 0);
+            zigzag(&mut buf, body.len() as i64);
+            buf.extend_from_slice(&body);
         }
         let len = (buf.len() - LOG_OVERHEAD) as i32;
         buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
@@ -296,19 +337,54 @@ pub(crate) mod tests {
         buf
     }
 
-    #[test]
-    fn record_count_must_match_the_records() {
-        let mut batch = make_batch(3, 0, 30);
-        batch[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&4i32.to_be_bytes());
+    fn recrc(batch: &mut [u8]) {
         let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
         batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn set_count(batch: &mut [u8], count: i32) {
+        batch[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+        batch[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(count - 1).to_be_bytes());
+        recrc(batch);
+    }
+
+    #[test]
+    fn record_count_and_offsets_must_match_the_records() {
+        let mut batch = make_batch(3, 0, 30);
+        set_count(&mut batch, 4);
         assert!(
             matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("record 3 of 4"))
         );
-        batch[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&2i32.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
-        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        set_count(&mut batch, 2);
         assert!(matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("follow")));
+        // A last offset delta that claims more offsets than records.
+        let mut batch = make_batch(3, 0, 30);
+        batch[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        recrc(&mut batch);
+        assert!(
+            matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("offset delta"))
+        );
+        // A record whose own offset delta is not its index.
+        let mut batch = make_batch(1, 0, 10);
+        batch[HEADER_LEN + 3] = 2 << 1; // length, attributes, timestamp delta, then offset delta
+        recrc(&mut batch);
+        assert!(
+            matches!(validate(&batch), Err(LogError::CorruptBatch(m)) if m.contains("offset delta 2"))
+        );
+    }
+
+    #[test]
+    fn an_absurd_record_length_is_an_error_not_a_panic() {
+        let mut batch = make_batch(1, 0, 0);
+        batch.truncate(HEADER_LEN);
+        // zigzag(i64::MAX - 1): a length no batch can hold
+        batch.extend_from_slice(&[0xFC, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        let len = (batch.len() - LOG_OVERHEAD) as i32;
+        batch[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+        recrc(&mut batch);
+        assert!(matches!(validate(&batch), Err(LogError::CorruptBatch(_))));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Log {
     pub fn clean(&self, now_ms: i64) -> Result<CleanStats> {
         let (closed, active_base, delete_retention_ms) = {
             let state = self.lock_state();
-            if !state.config.cleanup_policy.compacts() {
+            if state.closed || !state.config.cleanup_policy.compacts() {
                 return Ok(CleanStats::default());
             }
             let active_base = *state
@@ -174,6 +174,10 @@ impl Log {
     fn swap_in_cleaned(&self, base: i64, expected_size: u64) -> Result<()> {
         let mut state = self.lock_state();
         let cleaned = cleaned_path(self.dir(), base);
+        if state.closed {
+            // Deleted meanwhile: the directory may belong to a re-created topic now.
+            return Ok(());
+        }
         if state
             .segments
             .get(&base)

@@ -13,6 +13,8 @@ use crate::{LogConfig, LogError, Result, TimestampType};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const LOG_START_FILE: &str = "log-start-offset";
+/// Largest append buffer a partition keeps between appends.
+const SCRATCH_KEEP_BYTES: usize = 4 << 20;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub(crate) struct LogState {
     log_start_offset: i64,
     pub(crate) config: LogConfig,
     scratch: Vec<u8>,
-    closed: bool,
+    pub(crate) closed: bool,
     producers: ProducerState,
     /// Base of the active segment when compaction last ran: nothing new to clean before it rolls.
     pub(crate) cleaned_up_to: Option<i64>,
@@ -126,6 +128,7 @@ impl Log {
         if segments.is_empty() {
             let base = log_start_offset.max(0);
             segments.insert(base, Segment::create(dir, base, now_ms)?);
+            sync_dir(dir)?;
         }
         let first_base = *segments.keys().next().expect("non-empty");
         log_start_offset = log_start_offset.max(first_base);
@@ -147,8 +150,18 @@ impl Log {
             }
         }
         producers.truncate_before(log_start_offset);
+        // What survived a crash may sit only in the page cache: make it durable before it is
+        // reported as such (acks=all waits, idempotent retries answered as duplicates).
+        segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .file
+            .sync_data()?;
         if clean {
+            // The marker must not come back after a power loss, or a torn tail would go unchecked.
             std::fs::remove_file(&clean_marker)?;
+            sync_dir(dir)?;
         }
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -210,9 +223,14 @@ impl Log {
     /// offsets and appends them all; on any error nothing is written.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
         let mut headers = batch::validate_all(records)?;
+        if headers.iter().any(|h| h.is_control()) {
+            return Err(LogError::InvalidRecord(
+                "control batches are written by the broker, not by producers".into(),
+            ));
+        }
         let mut state = self.lock();
         if state.closed {
-            return Err(LogError::Io(std::io::Error::other("log is closed")));
+            return Err(closed_error());
         }
         let max = state.config.max_message_bytes;
         if let Some(h) = headers.iter().find(|h| h.size > max) {
@@ -299,7 +317,10 @@ impl Log {
             active.created_ms = now_ms;
         }
         let result = active.append(&scratch, &headers, config.index_interval_bytes);
-        state.scratch = scratch;
+        // Keep the buffer for the next append, unless one huge request grew it.
+        if scratch.capacity() <= SCRATCH_KEEP_BYTES {
+            state.scratch = scratch;
+        }
         // On error the file may hold a partial write past `size`: the next append overwrites
         // it and recovery would cut it.
         result?;
@@ -451,6 +472,9 @@ impl Log {
     /// DeleteRecords: moves the log start offset to `offset` and drops segments wholly below it.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
         let mut state = self.lock();
+        if state.closed {
+            return Err(closed_error());
+        }
         let end = state.next_offset();
         if offset < 0 || offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -497,7 +521,8 @@ impl Log {
     /// closed segments go, oldest first, and the log start offset moves. Returns segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let mut state = self.lock();
-        if !state.config.cleanup_policy.deletes() {
+        // A closed (or deleted) log's directory may already belong to a re-created topic.
+        if state.closed || !state.config.cleanup_policy.deletes() {
             return Ok(0);
         }
         let retention_ms = state.config.retention_ms;
@@ -506,9 +531,10 @@ impl Log {
         let mut deleted = 0;
         while state.segments.len() > 1 {
             let (&base, oldest) = state.segments.iter().next().expect("non-empty");
+            // A closed segment compaction emptied has no timestamp: nothing to keep.
             let expired = retention_ms >= 0
-                && oldest.max_timestamp >= 0
-                && now_ms - oldest.max_timestamp > retention_ms;
+                && (oldest.size == 0
+                    || (oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > retention_ms));
             let over_size = retention_bytes >= 0 && total - oldest.size as i64 >= retention_bytes;
             if !(expired || over_size) {
                 break;
@@ -566,4 +592,8 @@ impl Log {
     pub fn producer(&self, producer_id: i64) -> Option<producer_state::ProducerEntry> {
         self.lock().producers.get(producer_id).cloned()
     }
+}
+
+fn closed_error() -> LogError {
+    LogError::Io(std::io::Error::other("log is closed"))
 }
