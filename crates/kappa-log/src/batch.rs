@@ -92,9 +92,26 @@ impl BatchHeader {
     }
 }
 
-/// Parses and fully checks one batch at the start of `buf`: magic 2, a length that fits
-/// in `buf`, a sane record count and a matching CRC-32C. Returns the header.
+/// Parses and fully checks one batch a producer sent, at the start of `buf`: magic 2, a length
+/// that fits in `buf`, a matching CRC-32C, and records whose offsets are dense (n records,
+/// deltas 0..n-1). Returns the header.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
+    validate_as(buf, Origin::Producer)
+}
+
+/// Checks one batch read back from a segment. Compaction leaves gaps inside batches, so the
+/// record offsets need only rise within the batch's range.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, LogError> {
+    validate_as(buf, Origin::Stored)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Producer,
+    Stored,
+}
+
+fn validate_as(buf: &[u8], origin: Origin) -> Result<BatchHeader, LogError> {
     let header = BatchHeader::parse(buf)?;
     if header.magic != 2 {
         return Err(LogError::UnsupportedMagic(header.magic));
@@ -115,8 +132,11 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
     if header.record_count == 0 && !header.is_control() {
         return Err(LogError::CorruptBatch("batch holds no records".into()));
     }
-    // Offsets inside a batch are dense: n records span exactly n offsets.
-    if header.record_count > 0 && header.last_offset_delta != header.record_count - 1 {
+    // Offsets inside a produced batch are dense: n records span exactly n offsets. A stored
+    // batch may have lost records to compaction, never gained offsets.
+    let dense = header.last_offset_delta == header.record_count - 1;
+    let spans = header.last_offset_delta >= header.record_count - 1;
+    if header.record_count > 0 && !(dense || (origin == Origin::Stored && spans)) {
         return Err(LogError::CorruptBatch(format!(
             "last offset delta {} does not match {} records",
             header.last_offset_delta, header.record_count
@@ -130,7 +150,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
         )));
     }
     if header.compression_codec() == 0 {
-        check_record_framing(&buf[HEADER_LEN..header.size], header.record_count)?;
+        check_record_framing(&buf[HEADER_LEN..header.size], &header, origin)?;
     }
     Ok(header)
 }
@@ -177,20 +197,30 @@ fn record_offset_delta_and_key_len(body: &[u8]) -> Option<(i64, i64)> {
 }
 
 /// For uncompressed batches: the records' length prefixes must tile the batch exactly, number
-/// `record_count`, and carry offset deltas 0..n-1, as Kafka's validator insists, so nobody
-/// downstream (the cleaner, consumers) trusts a lie.
-fn check_record_framing(records: &[u8], count: i32) -> Result<(), LogError> {
-    for_each_record(
-        records,
-        count,
-        |i, body| match record_offset_delta_and_key_len(body) {
-            Some((delta, _)) if delta == i as i64 => Ok(()),
-            Some((delta, _)) => Err(LogError::CorruptBatch(format!(
+/// `record_count`, and carry offset deltas 0..n-1 (rising within the batch's range once
+/// compacted), as Kafka's validator insists, so nobody downstream trusts a lie.
+fn check_record_framing(
+    records: &[u8],
+    header: &BatchHeader,
+    origin: Origin,
+) -> Result<(), LogError> {
+    let mut previous = -1i64;
+    for_each_record(records, header.record_count, |i, body| {
+        let Some((delta, _)) = record_offset_delta_and_key_len(body) else {
+            return Err(LogError::CorruptBatch(format!("record {i} does not parse")));
+        };
+        let fits = match origin {
+            Origin::Producer => delta == i as i64,
+            Origin::Stored => delta > previous && delta <= header.last_offset_delta as i64,
+        };
+        if !fits {
+            return Err(LogError::CorruptBatch(format!(
                 "record {i} carries offset delta {delta}"
-            ))),
-            None => Err(LogError::CorruptBatch(format!("record {i} does not parse"))),
-        },
-    )
+            )));
+        }
+        previous = delta;
+        Ok(())
+    })
 }
 
 /// Whether any record of the (validated) batch at the start of `buf` has a null key: a

@@ -136,6 +136,9 @@ impl Log {
                 let keep: Vec<_> = set
                     .records
                     .into_iter()
+                    // A compressed batch's records carry their own offsets: keep only those inside
+                    // the range its header claims, so a rewrite can never move data.
+                    .filter(|r| r.offset >= header.base_offset && r.offset <= header.last_offset())
                     .filter(|r| match &r.key {
                         None => true,
                         Some(k) => {
@@ -155,6 +158,10 @@ impl Log {
                 Ok(())
             })?;
             if removed == 0 {
+                continue;
+            }
+            if let Err(e) = check_rewrite(&out, base) {
+                tracing::error!(log = %self.dir().display(), segment = base, error = %e, "not swapping in an inconsistent cleaned segment");
                 continue;
             }
             stats.segments_rewritten += 1;
@@ -197,4 +204,24 @@ impl Log {
         state.segments.insert(base, opened.segment);
         Ok(())
     }
+}
+
+/// The rewritten segment must read back as whole, valid batches with rising offsets from `base`
+/// on: recovery would otherwise cut it after the swap.
+fn check_rewrite(out: &[u8], base: i64) -> Result<()> {
+    let mut at = 0;
+    let mut next = base;
+    while at < out.len() {
+        let header = crate::batch::validate_stored(&out[at..])?;
+        if header.base_offset < next {
+            return Err(LogError::CorruptBatch(format!(
+                "batch at offset {} follows offset {}",
+                header.base_offset,
+                next - 1
+            )));
+        }
+        next = header.last_offset() + 1;
+        at += header.size;
+    }
+    Ok(())
 }

@@ -257,7 +257,7 @@ impl Segment {
             }
             buf.resize(header.size, 0);
             self.file.read_exact_at(&mut buf, pos)?;
-            if let Err(e) = batch::validate(&buf) {
+            if let Err(e) = batch::validate_stored(&buf) {
                 return Ok(Some(e.to_string()));
             }
             self.index_batch(&header, index_interval)?;

@@ -6,6 +6,22 @@
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::Result;
 
+/// Kappa patch: the most bytes one compressed batch may expand to. Peers choose the input, so
+/// without a bound a small batch (a decompression bomb) could make the process allocate
+/// gigabytes.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
+/// Reads a decompressing reader to its end, refusing output beyond the bound.
+pub(crate) fn read_bounded<R: std::io::Read>(reader: R) -> Result<bytes::BytesMut> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    reader.take(MAX_DECOMPRESSED_BYTES as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > MAX_DECOMPRESSED_BYTES {
+        anyhow::bail!("batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes");
+    }
+    Ok(bytes::BytesMut::from(&out[..]))
+}
+
 #[cfg(feature = "gzip")]
 mod gzip;
 #[cfg(feature = "lz4")]
