@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
-use crate::{LogError, Result};
+use crate::Result;
 
 /// Sparse offset index: (offset relative to the base, file position).
 type OffsetIndex = Vec<(u32, u32)>;
@@ -120,22 +120,30 @@ impl Segment {
                 segment.time_index_file = time_index_file;
                 // Only the tail after the last index entry needs reading to learn the end.
                 let from = segment.offset_index.last().map(|e| e.1 as u64).unwrap_or(0);
-                if let Some(cut) = segment.scan_tail(from)? {
-                    return Err(LogError::InvalidDirectory(
-                        path.display().to_string(),
-                        format!("segment tail is inconsistent ({cut}) after a clean shutdown"),
-                    ));
+                match segment.scan_tail(from)? {
+                    None => {
+                        segment.max_timestamp = segment
+                            .max_timestamp
+                            .max(segment.time_index.last().map(|e| e.0).unwrap_or(-1));
+                        return Ok(Opened {
+                            segment,
+                            truncated_bytes: 0,
+                            truncation_reason: None,
+                        });
+                    }
+                    // The marker said clean, the file disagrees (a power loss can do that):
+                    // recover it like any unclean segment rather than refuse to start.
+                    Some(cut) => {
+                        tracing::warn!(segment = %path.display(), problem = %cut, "tail inconsistent after a clean shutdown; recovering");
+                        segment.next_offset = base_offset;
+                        segment.max_timestamp = -1;
+                        segment.offset_index.clear();
+                        segment.time_index.clear();
+                    }
                 }
-                segment.max_timestamp = segment
-                    .max_timestamp
-                    .max(segment.time_index.last().map(|e| e.0).unwrap_or(-1));
-                return Ok(Opened {
-                    segment,
-                    truncated_bytes: 0,
-                    truncation_reason: None,
-                });
+            } else {
+                tracing::warn!(segment = %path.display(), "index missing or inconsistent, rebuilding");
             }
-            tracing::warn!(segment = %path.display(), "index missing or inconsistent, rebuilding");
         }
         // Full scan: rebuild both indexes, validate every batch, cut a bad tail.
         let (index_file, time_index_file) = open_index_files(dir, base_offset, true)?;

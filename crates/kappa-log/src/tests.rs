@@ -650,3 +650,25 @@ mod compaction {
         assert!(read_records(&log).len() < written.len());
     }
 }
+
+#[test]
+fn a_torn_tail_despite_the_clean_marker_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let end = {
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        fill(&log, 50, 9);
+        log.close().unwrap();
+        log.end_offset()
+    };
+    // As after a power loss that kept the marker but not the last write's data.
+    let file = last_segment_file(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(&[0u8; 100]);
+    std::fs::write(&file, &bytes).unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.end_offset(), end);
+    assert_eq!(
+        log.append(&make_batch(1, 0, 10), 0).unwrap().base_offset,
+        end
+    );
+}
