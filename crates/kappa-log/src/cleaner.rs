@@ -200,7 +200,8 @@ impl Log {
         old.delete_indexes()?;
         std::fs::rename(&cleaned, log_path(self.dir(), base))?;
         std::fs::File::open(self.dir())?.sync_all()?;
-        let opened = Segment::open(self.dir(), base, true, index_interval)?;
+        let mut opened = Segment::open(self.dir(), base, true, index_interval)?;
+        opened.segment.seal_time_index()?;
         state.segments.insert(base, opened.segment);
         Ok(())
     }

@@ -348,6 +348,7 @@ impl Log {
 
     fn roll(&self, state: &mut LogState, now_ms: i64) -> Result<()> {
         // Make the old segment durable first: recovery relies on only the active one being torn.
+        state.active_mut().seal_time_index()?;
         state.active().flush()?;
         let base = state.next_offset();
         producer_state::write_snapshot(&self.dir, base, &state.producers)?;
@@ -446,7 +447,7 @@ impl Log {
             if segment.next_offset <= start {
                 continue;
             }
-            if let Some(pos) = segment.position_of_time(ts)? {
+            if let Some(pos) = segment.position_of_time(ts, start)? {
                 let bytes = read_batches(&segment.file, pos, segment.size, 0, true)?;
                 let header = BatchHeader::parse(&bytes)?;
                 if header.last_offset() < start {
@@ -562,6 +563,7 @@ impl Log {
         if state.closed {
             return Ok(());
         }
+        state.active_mut().seal_time_index()?;
         for segment in state.segments.values() {
             segment.flush()?;
         }

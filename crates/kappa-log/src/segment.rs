@@ -43,6 +43,8 @@ pub(crate) struct Segment {
     index_file: File,
     time_index_file: File,
     bytes_since_index: u64,
+    /// Offset (relative to the base) of the last batch, for the seal entry of the time index.
+    last_batch_rel: u32,
     dir: PathBuf,
 }
 
@@ -75,6 +77,7 @@ impl Segment {
             index_file,
             time_index_file,
             bytes_since_index: 0,
+            last_batch_rel: 0,
             dir: dir.to_path_buf(),
         })
     }
@@ -109,6 +112,7 @@ impl Segment {
             index_file: File::open("/dev/null")?,
             time_index_file: File::open("/dev/null")?,
             bytes_since_index: 0,
+            last_batch_rel: 0,
             dir: dir.to_path_buf(),
         };
         if !recover {
@@ -198,12 +202,11 @@ impl Segment {
             .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
             && offsets.last().is_none_or(|e| (e.1 as u64) < file_len)
             && (file_len == 0 || offsets.first().is_some_and(|e| e.1 == 0));
+        // The seal entry written at roll or close may name a batch past the last offset entry.
         let times_ok = times
             .windows(2)
             .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
-            && times
-                .last()
-                .is_none_or(|e| offsets.last().is_some_and(|o| e.1 <= o.0));
+            && (times.is_empty() || !offsets.is_empty());
         Ok((offsets_ok && times_ok).then_some((offsets, times)))
     }
 
@@ -227,6 +230,7 @@ impl Segment {
             }
             self.next_offset = header.last_offset() + 1;
             self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+            self.last_batch_rel = (header.base_offset - self.base_offset) as u32;
             pos += header.size as u64;
         }
         Ok(None)
@@ -316,6 +320,7 @@ impl Segment {
             }
         }
         self.bytes_since_index += header.size as u64;
+        self.last_batch_rel = rel;
         self.next_offset = header.last_offset() + 1;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         Ok(())
@@ -338,10 +343,14 @@ impl Segment {
     }
 
     /// Position of the first batch whose max timestamp is at least `ts`.
-    pub fn position_of_time(&self, ts: i64) -> Result<Option<u64>> {
+    /// Position of the first batch at or after `from_offset` whose max timestamp is at least `ts`.
+    pub fn position_of_time(&self, ts: i64, from_offset: i64) -> Result<Option<u64>> {
         if self.max_timestamp < ts {
             return Ok(None);
         }
+        let Some(from) = self.position_of(from_offset)? else {
+            return Ok(None);
+        };
         // The last time entry below `ts` marks a batch that (with all before it) is too early.
         let idx = self.time_index.partition_point(|e| e.0 < ts);
         let start = if idx == 0 {
@@ -355,7 +364,7 @@ impl Segment {
                 self.offset_index[i - 1].1 as u64
             }
         };
-        self.scan_headers(start, |h| h.max_timestamp >= ts)
+        self.scan_headers(start.max(from), |h| h.max_timestamp >= ts)
     }
 
     /// Calls `f` with every batch header from `pos` to the end of the segment.
@@ -382,6 +391,24 @@ impl Segment {
             pos += header.size as u64;
         }
         Ok(None)
+    }
+
+    /// Records the segment's true max timestamp in the time index (entries are sparse, so a
+    /// higher timestamp between index points would otherwise be lost on reopen). Done when the
+    /// segment stops taking appends: at roll and at close.
+    pub fn seal_time_index(&mut self) -> Result<()> {
+        if self.max_timestamp <= self.time_index.last().map(|e| e.0).unwrap_or(-1) || self.size == 0
+        {
+            return Ok(());
+        }
+        self.time_index
+            .push((self.max_timestamp, self.last_batch_rel));
+        let mut entry = [0u8; TIME_ENTRY];
+        entry[..8].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        entry[8..].copy_from_slice(&self.last_batch_rel.to_be_bytes());
+        let at = ((self.time_index.len() - 1) * TIME_ENTRY) as u64;
+        self.time_index_file.write_all_at(&entry, at)?;
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<()> {

@@ -672,3 +672,54 @@ fn a_torn_tail_despite_the_clean_marker_is_recovered() {
         end
     );
 }
+
+#[test]
+fn timestamp_lookup_respects_the_log_start_inside_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for i in 0..100 {
+        log.append(&make_batch(1, 1_000 + i, 10), 0).unwrap();
+    }
+    log.delete_records_before(50).unwrap();
+    // Offset 10 holds timestamp 1_010, but everything below 50 is gone: the answer is 50.
+    let (header, _) = log.find_batch_by_time(1_010).unwrap().unwrap();
+    assert_eq!(header.base_offset, 50);
+    let (header, _) = log.find_batch_by_time(1_070).unwrap().unwrap();
+    assert_eq!(header.base_offset, 70);
+}
+
+#[test]
+fn max_timestamp_between_index_points_survives_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let config = LogConfig {
+            index_interval_bytes: 150,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        // Batches 0 and 2 get index entries; the highest timestamp sits in batch 1, between them.
+        for ts in [1_000i64, 9_000, 2_000, 3_000] {
+            log.append(&make_batch(1, ts, 10), 0).unwrap();
+        }
+        assert_eq!(log.max_timestamp(), Some(9_000));
+        log.close().unwrap();
+    }
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 150,
+            ..LogConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    assert_eq!(log.max_timestamp(), Some(9_000));
+    assert_eq!(
+        log.find_batch_by_time(8_000)
+            .unwrap()
+            .unwrap()
+            .0
+            .base_offset,
+        1
+    );
+}
