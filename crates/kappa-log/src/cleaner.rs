@@ -87,11 +87,7 @@ impl Log {
             if state.closed || !state.config.cleanup_policy.compacts() {
                 return Ok(CleanStats::default());
             }
-            let active_base = *state
-                .segments
-                .keys()
-                .next_back()
-                .expect("a log always has a segment");
+            let active_base = state.active_base();
             if state.cleaned_up_to == Some(active_base) {
                 return Ok(CleanStats::default());
             }

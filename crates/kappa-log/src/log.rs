@@ -66,6 +66,10 @@ impl LogState {
     fn next_offset(&self) -> i64 {
         self.active().next_offset
     }
+    /// Base offset of the active segment (the one compaction never touches).
+    pub(crate) fn active_base(&self) -> i64 {
+        self.active().base_offset
+    }
 }
 
 /// One partition's log. All methods take `&self`; appends serialize on an internal lock,

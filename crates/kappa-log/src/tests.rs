@@ -506,13 +506,7 @@ mod compaction {
             );
         }
         // Within closed segments no key appears twice.
-        let active_base = log
-            .lock_state()
-            .segments
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap();
+        let active_base = log.lock_state().active_base();
         let mut seen = std::collections::HashSet::new();
         for g in got.iter().filter(|g| g.0 < active_base) {
             assert!(seen.insert(g.1.clone()), "{} kept twice", g.1);
@@ -605,13 +599,7 @@ mod compaction {
         let (written, _) = write_updates(&log);
         log.clean(1_000_000).unwrap();
         let got = read_records(&log);
-        let active_base = log
-            .lock_state()
-            .segments
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap();
+        let active_base = log.lock_state().active_base();
         assert!(
             got.iter()
                 .filter(|g| g.0 < active_base)
