@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need, idempotently: Debian's kcat, the Python Kafka clients in a
-# local venv (.venv) and kafkajs in a local node_modules (tests/js).
+# Installs what the tests need, idempotently: Debian's kcat, the Python Kafka clients and
+# DuckDB (the SQL tests' batch oracle) in a local venv (.venv) and kafkajs in a local
+# node_modules (tests/js).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -15,7 +16,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, kafka, pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, duckdb, kafka, pytest' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r tests/requirements.txt

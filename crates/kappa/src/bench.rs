@@ -1,5 +1,6 @@
 //! `kappa bench produce|consume`: throughput and latency in the spirit of Kafka's
 //! kafka-producer-perf-test and kafka-consumer-perf-test. Prints comparable figures.
+//! `kappa bench nexmark` writes Nexmark's person, auction and bid events to three topics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::Connection;
+use crate::nexmark::{EventKind, GeneratorConfig, NexmarkGenerator, DEFAULT_BASE_TIME_MS};
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -57,6 +59,40 @@ pub enum BenchCommand {
         /// leaves and the time until the others own every partition again is reported.
         #[arg(long, default_value_t = 3)]
         members: usize,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Generate Nexmark events (persons, auctions, bids as JSON) into three topics, keyed by
+    /// person id, auction id and the bid's auction; see bench/nexmark/*.sql for the queries.
+    Nexmark {
+        /// Events in total (persons:auctions:bids = 1:3:46).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Events per second, with event times from the wall clock (0: as fast as possible,
+        /// event times 0.1 ms apart from 2015-07-15, Nexmark's 10,000 events/s).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Partitions of each topic when the bench creates it.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value = "nexmark-person")]
+        person_topic: String,
+        #[arg(long, default_value = "nexmark-auction")]
+        auction_topic: String,
+        #[arg(long, default_value = "nexmark-bid")]
+        bid_topic: String,
+        /// Seed of the generator's draws (0: those of Beam's generator).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "1")]
+        acks: String,
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
+        #[arg(long, default_value = "none")]
+        compression: String,
+        /// Only generate and serialize the events, without a broker: the generator's speed.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         conn: Connection,
     },
@@ -192,8 +228,189 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             })
             .await??;
         }
+        BenchCommand::Nexmark {
+            events,
+            rate,
+            partitions,
+            person_topic,
+            auction_topic,
+            bid_topic,
+            seed,
+            acks,
+            linger_ms,
+            compression,
+            dry_run,
+            conn,
+        } => {
+            let topics = [person_topic, auction_topic, bid_topic];
+            let producer = if dry_run {
+                None
+            } else {
+                let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
+                let new: Vec<_> = topics
+                    .iter()
+                    .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+                    .collect();
+                for r in admin.create_topics(&new, &AdminOptions::new()).await? {
+                    match r {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((t, e)) => bail!("cannot create {t}: {e}"),
+                    }
+                }
+                let producer: ThreadedProducer<CountingContext> = conn
+                    .client_config()
+                    .set("acks", &acks)
+                    .set("batch.size", "1000000")
+                    .set("linger.ms", linger_ms.to_string())
+                    .set("compression.codec", &compression)
+                    .set("queue.buffering.max.kbytes", "1048576")
+                    .set("queue.buffering.max.messages", "1000000")
+                    .create_with_context(CountingContext::default())
+                    .context("creating producer")?;
+                Some(producer)
+            };
+            let config = GeneratorConfig {
+                max_events: events,
+                seed,
+                ..GeneratorConfig::default()
+            };
+            tokio::task::spawn_blocking(move || {
+                nexmark_bench(config, rate, &topics, producer.as_ref())
+            })
+            .await??;
+        }
     }
     Ok(())
+}
+
+/// Generates the events and sends each to the topic of its kind (when there is a producer),
+/// paced to `rate` events/s when it is not 0.
+fn nexmark_bench(
+    mut config: GeneratorConfig,
+    rate: u64,
+    topics: &[String; 3],
+    producer: Option<&ThreadedProducer<CountingContext>>,
+) -> anyhow::Result<()> {
+    if rate > 0 {
+        // Event time is wall-clock time: event n is at now + n / rate, when it is sent.
+        config.base_time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        config.events_per_sec = rate as f64;
+    } else {
+        config.base_time_ms = DEFAULT_BASE_TIME_MS;
+    }
+    let total = config.max_events;
+    let mut generator = NexmarkGenerator::new(config);
+    let mut payload = Vec::with_capacity(1024);
+    let mut key = Vec::with_capacity(20);
+    let mut counts = [0u64; 3];
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    let mut last_report = start;
+    while let Some(event) = generator.next_event(&mut payload) {
+        let n = generator.events_so_far() - 1;
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now + Duration::from_micros(200) {
+                std::thread::sleep(due - now);
+            }
+        }
+        let kind = match event.kind {
+            EventKind::Person => 0,
+            EventKind::Auction => 1,
+            EventKind::Bid => 2,
+        };
+        counts[kind] += 1;
+        bytes += payload.len() as u64;
+        let Some(producer) = producer else {
+            continue;
+        };
+        key.clear();
+        {
+            use std::io::Write;
+            let _ = write!(key, "{}", event.key);
+        }
+        let mut record = BaseRecord::to(&topics[kind])
+            .payload(&payload[..])
+            .key(&key[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                Err((e, _)) => bail!("produce failed: {e}"),
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "nexmark: {} of {total} events in {secs:.0} s ({:.0} events/s)",
+                n + 1,
+                (n + 1) as f64 / secs
+            );
+        }
+    }
+    let generated = start.elapsed().as_secs_f64();
+    if let Some(producer) = producer {
+        producer.flush(Duration::from_secs(300))?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent: u64 = counts.iter().sum();
+    let failed = producer.map_or(0, |p| p.context().failed.load(Ordering::Relaxed));
+    println!(
+        "nexmark: {sent} events ({} persons, {} auctions, {} bids), {:.1} MB of JSON{}: {:.0} events/s, {:.1} MB/s{}; {failed} failed",
+        counts[0],
+        counts[1],
+        counts[2],
+        bytes as f64 / 1e6,
+        match (producer.is_some(), rate) {
+            (false, _) => " (dry run: generated, not sent)".to_string(),
+            (true, 0) => String::new(),
+            (true, r) => format!(", target {r} events/s"),
+        },
+        sent as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        if producer.is_some() {
+            format!(" (generated and handed to the client in {generated:.2} s, all acknowledged in {elapsed:.2} s)")
+        } else {
+            String::new()
+        },
+    );
+    if failed > 0 {
+        if let Some(e) = producer.and_then(|p| p.context().first_error.lock().ok()?.clone()) {
+            bail!("{failed} events failed, the first with: {e}");
+        }
+        bail!("{failed} events failed");
+    }
+    Ok(())
+}
+
+/// Counts failed deliveries and keeps the first error.
+#[derive(Default)]
+struct CountingContext {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+        }
+    }
 }
 
 fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {

@@ -124,10 +124,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let kafka = tokio::spawn(broker.clone().serve(kafka_listener, shutdown_rx.clone()));
+    // the SQL engine reaches the broker through the Kafka protocol, like any client
+    let sql = kappa_sql::service::SqlService::open(data_dir.clone(), kafka_addr.to_string())
+        .await
+        .with_context(|| format!("opening the SQL catalog in {}", data_dir.display()))?;
+    let app_state = AppState {
+        broker: broker.clone(),
+        sql: sql.clone(),
+    };
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(broker.clone());
+        .merge(crate::http_sql::routes())
+        .with_state(app_state);
     let mut http_shutdown = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
@@ -145,6 +154,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    sql.shutdown().await;
     let _ = shutdown_tx.send(true);
     let _ = kafka.await;
     let _ = http.await;
@@ -169,8 +179,21 @@ async fn wait_for_signal() {
     }
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = broker.metrics.render(&broker.topics, &broker.groups);
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub sql: Arc<kappa_sql::service::SqlService>,
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let broker = &state.broker;
+    let mut body = broker.metrics.render(&broker.topics, &broker.groups);
+    // OpenMetrics ends with "# EOF": pipeline families go before it
+    let eof = body.rfind("# EOF").unwrap_or(body.len());
+    let tail = body.split_off(eof);
+    state.sql.render_metrics(&mut body).await;
+    body.push_str(&tail);
     (
         [(
             header::CONTENT_TYPE,

@@ -5,6 +5,9 @@ mod bench;
 mod client;
 mod dev;
 mod group;
+mod http_sql;
+mod nexmark;
+mod sql;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +36,11 @@ enum Command {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Run streaming SQL against a running Kappa (a shell, or `-f FILE`).
+    Sql(sql::SqlArgs),
+    /// List, describe, stop, start and delete SQL pipelines.
+    #[command(subcommand)]
+    Pipeline(sql::PipelineCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,6 +65,8 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => client::consume(args).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Sql(args) => sql::sql(args).await,
+            Command::Pipeline(cmd) => sql::pipeline(cmd).await,
         }
     })
 }

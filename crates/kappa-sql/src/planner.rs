@@ -1,0 +1,560 @@
+//! Plans a continuous query: DataFusion resolves names and types and builds the logical
+//! plan (tables and window relations registered with their schemas), then the plan is
+//! lowered into kappa-stream's operator chain with DataFusion physical expressions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use datafusion::sql::sqlparser::tokenizer::Location;
+use kappa_stream::aggregate::{AggregateCall, GroupColumn, WindowAggregate};
+use kappa_stream::operator::Operator;
+use kappa_stream::window::{windowed_schema, WindowAssign, WindowKind};
+
+use crate::catalog::{Catalog, Table};
+use crate::parser::{parse_script, SqlError, Statement, WindowCall};
+
+/// A planned pipeline body: the source table it reads and the operators after it.
+pub struct Lowered {
+    pub source: String,
+    pub ops: Vec<Operator>,
+    pub schema: SchemaRef,
+}
+
+struct WindowBinding {
+    call: WindowCall,
+    input: LogicalPlan,
+    time_index: usize,
+}
+
+pub struct Planner<'a> {
+    catalog: &'a Catalog,
+    ctx: SessionContext,
+    windows: HashMap<String, WindowBinding>,
+    counter: usize,
+    /// Where errors without a position of their own are reported.
+    fallback: Location,
+}
+
+fn session() -> SessionContext {
+    let mut config = SessionConfig::new();
+    {
+        let o = config.options_mut();
+        // Flink's identifiers are case-sensitive
+        o.sql_parser.enable_ident_normalization = false;
+        o.sql_parser.collect_spans = true;
+    }
+    SessionContext::new_with_config(config)
+}
+
+impl<'a> Planner<'a> {
+    /// Registers the catalog's tables and views (views whose definition no longer plans are
+    /// left out, and fail only the queries that use them).
+    pub async fn new(catalog: &'a Catalog) -> Self {
+        let mut planner = Planner {
+            catalog,
+            ctx: session(),
+            windows: HashMap::new(),
+            counter: 0,
+            fallback: Location { line: 1, column: 1 },
+        };
+        for (name, table) in &catalog.tables {
+            let _ = planner.ctx.register_table(
+                name.as_str(),
+                Arc::new(EmptyTable::new(table.schema.clone())),
+            );
+        }
+        for view in &catalog.views {
+            if let Err(e) = planner.register_view(&view.name, &view.query_sql).await {
+                tracing::warn!(view = %view.name, "view does not plan: {e}");
+            }
+        }
+        planner
+    }
+
+    pub fn set_fallback(&mut self, at: Location) {
+        self.fallback = at;
+    }
+
+    pub fn error(&self, e: DataFusionError) -> SqlError {
+        let at = e
+            .diagnostic()
+            .and_then(|d| d.span)
+            .map(|s| Location {
+                line: s.start.line,
+                column: s.start.column,
+            })
+            .filter(|l| l.line > 0)
+            .unwrap_or(self.fallback);
+        let mut message = e.strip_backtrace();
+        for prefix in [
+            "Error during planning: ",
+            "Schema error: ",
+            "This feature is not implemented: ",
+        ] {
+            if let Some(m) = message.strip_prefix(prefix) {
+                message = m.to_string();
+            }
+        }
+        SqlError::new(message, at)
+    }
+
+    /// Plans a view's query and registers it under `name`.
+    pub async fn register_view(
+        &mut self,
+        name: &str,
+        query_sql: &str,
+    ) -> Result<LogicalPlan, SqlError> {
+        let parsed = parse_script(query_sql, &mut self.counter)?;
+        let Some(p) = parsed.into_iter().next() else {
+            return Err(SqlError::unpositioned(format!(
+                "view '{name}' has no query"
+            )));
+        };
+        let Statement::Select { query } = p.statement else {
+            return Err(SqlError::unpositioned(format!(
+                "view '{name}' is not a query"
+            )));
+        };
+        let plan = self.plan_query(query, &p.windows).await?;
+        let _ = self.ctx.deregister_table(name);
+        self.ctx
+            .register_table(
+                name,
+                Arc::new(ViewTable::new(plan.clone(), Some(query_sql.to_string()))),
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(plan)
+    }
+
+    /// Plans a query (with its window calls) into an analysed DataFusion logical plan.
+    pub async fn plan_query(
+        &mut self,
+        query: Box<Query>,
+        windows: &[WindowCall],
+    ) -> Result<LogicalPlan, SqlError> {
+        for call in windows {
+            self.register_window(call).await?;
+        }
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::Query(query))))
+            .await
+            .map_err(|e| self.error(e))?;
+        state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| self.error(e))
+    }
+
+    async fn register_window(&mut self, call: &WindowCall) -> Result<(), SqlError> {
+        let at = call.span.start;
+        let input = match self.ctx.table(call.input.as_str()).await {
+            Ok(df) => df.into_unoptimized_plan(),
+            Err(_) => {
+                return Err(SqlError::new(
+                    format!(
+                        "{}: table or view '{}' not found",
+                        call.kind.name(),
+                        call.input
+                    ),
+                    at,
+                ))
+            }
+        };
+        let schema: Schema = input.schema().as_arrow().clone();
+        let time_index = schema.index_of(&call.time_column).map_err(|_| {
+            SqlError::new(
+                format!(
+                    "{}: column '{}' not found in '{}' (columns: {})",
+                    call.kind.name(),
+                    call.time_column,
+                    call.input,
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                at,
+            )
+        })?;
+        // the time column must be an event-time attribute: the watermarked column of the
+        // table the relation reads
+        let source = scanned_tables(&input);
+        let rowtime = source
+            .iter()
+            .filter_map(|t| self.catalog.tables.get(t))
+            .find_map(|t| t.def.watermark.as_ref().map(|w| w.column.clone()));
+        if rowtime.as_deref() != Some(call.time_column.as_str()) {
+            return Err(SqlError::new(
+                format!(
+                    "{}(TABLE {}, DESCRIPTOR({}), ...) needs '{}' to be an event-time attribute: declare `WATERMARK FOR {} AS ...` on the source table",
+                    call.kind.name(),
+                    call.input,
+                    call.time_column,
+                    call.time_column,
+                    call.time_column
+                ),
+                at,
+            ));
+        }
+        if matches!(call.kind, WindowKind::Session { .. }) {
+            return Err(SqlError::new("SESSION windows are not supported yet", at));
+        }
+        let schema = windowed_schema(&schema);
+        self.ctx
+            .register_table(call.relation.as_str(), Arc::new(EmptyTable::new(schema)))
+            .map_err(|e| self.error(e))?;
+        self.windows.insert(
+            call.relation.clone(),
+            WindowBinding {
+                call: call.clone(),
+                input,
+                time_index,
+            },
+        );
+        Ok(())
+    }
+
+    /// Lowers an analysed plan to the operator chain.
+    pub fn lower(&self, plan: &LogicalPlan) -> Result<Lowered, SqlError> {
+        let mut ops = Vec::new();
+        let mut source = None;
+        let mut window_cols = None;
+        self.lower_into(plan, &mut ops, &mut source, &mut window_cols)?;
+        // a window assignment feeding an aggregation drops late rows (the aggregation
+        // could not place them in a window that has already fired)
+        let mut seen_assign: Option<usize> = None;
+        for i in 0..ops.len() {
+            match &ops[i] {
+                Operator::WindowAssign(_) => seen_assign = Some(i),
+                Operator::WindowAggregate(_) => {
+                    if let Some(a) = seen_assign.take() {
+                        if let Operator::WindowAssign(w) = &mut ops[a] {
+                            w.drop_late = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let source =
+            source.ok_or_else(|| SqlError::new("the query reads no table", self.fallback))?;
+        Ok(Lowered {
+            source,
+            ops,
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+        })
+    }
+
+    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        self.ctx
+            .state()
+            .create_physical_expr(e.clone(), schema)
+            .map_err(|e| self.error(e))
+    }
+
+    fn unsupported(&self, what: &str) -> SqlError {
+        SqlError::new(
+            format!("{what} is not supported in a continuous query yet"),
+            self.fallback,
+        )
+    }
+
+    fn lower_into(
+        &self,
+        plan: &LogicalPlan,
+        ops: &mut Vec<Operator>,
+        source: &mut Option<String>,
+        window_cols: &mut Option<(usize, usize)>,
+    ) -> Result<(), SqlError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table().to_string();
+                if let Some(binding) = self.windows.get(&name) {
+                    self.lower_into(&binding.input, ops, source, window_cols)?;
+                    let input_schema = binding.input.schema().as_arrow().clone();
+                    let n = input_schema.fields().len();
+                    ops.push(Operator::WindowAssign(WindowAssign::new(
+                        binding.call.kind.clone(),
+                        binding.time_index,
+                        &input_schema,
+                        false,
+                    )));
+                    *window_cols = Some((n, n + 1));
+                } else if self.catalog.tables.contains_key(&name) {
+                    if source.is_some() {
+                        return Err(self.unsupported("reading more than one table (joins, unions)"));
+                    }
+                    *source = Some(name);
+                    *window_cols = None;
+                } else {
+                    return Err(SqlError::new(
+                        format!("table '{name}' not found"),
+                        self.fallback,
+                    ));
+                }
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(self.unsupported("a pushed-down scan"));
+                }
+                if let Some(projection) = &scan.projection {
+                    let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
+                        .iter()
+                        .map(|&i| {
+                            Arc::new(Column::new(scan.source.schema().field(i).name(), i))
+                                as Arc<dyn PhysicalExpr>
+                        })
+                        .collect();
+                    *window_cols = remap(window_cols, projection);
+                    ops.push(Operator::Project {
+                        exprs,
+                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
+                    });
+                }
+                Ok(())
+            }
+            LogicalPlan::Projection(p) => {
+                self.lower_into(&p.input, ops, source, window_cols)?;
+                let input_schema = p.input.schema();
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let passthrough: Vec<Option<usize>> = p
+                    .expr
+                    .iter()
+                    .map(|e| match e.clone().unalias_nested().data {
+                        Expr::Column(c) => input_schema.index_of_column(&c).ok(),
+                        _ => None,
+                    })
+                    .collect();
+                *window_cols = window_cols.and_then(|(s, e)| {
+                    let ns = passthrough.iter().position(|x| *x == Some(s))?;
+                    let ne = passthrough.iter().position(|x| *x == Some(e))?;
+                    Some((ns, ne))
+                });
+                ops.push(Operator::Project {
+                    exprs,
+                    schema: Arc::new(p.schema.as_arrow().clone()),
+                });
+                Ok(())
+            }
+            LogicalPlan::Filter(f) => {
+                self.lower_into(&f.input, ops, source, window_cols)?;
+                let predicate = self.physical(&f.predicate, f.input.schema())?;
+                ops.push(Operator::Filter { predicate });
+                Ok(())
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower_into(&a.input, ops, source, window_cols),
+            LogicalPlan::Aggregate(agg) => {
+                self.lower_into(&agg.input, ops, source, window_cols)?;
+                let input_schema = agg.input.schema();
+                let Some((ws, we)) = *window_cols else {
+                    return Err(SqlError::new(
+                        "GROUP BY without a window is an updating aggregation, which Kappa does not run yet: aggregate over TABLE(TUMBLE|HOP|CUMULATE(...)) and GROUP BY window_start, window_end",
+                        self.fallback,
+                    ));
+                };
+                let mut layout = Vec::new();
+                let mut keys = Vec::new();
+                let (mut has_start, mut has_end) = (false, false);
+                for g in &agg.group_expr {
+                    let idx = match g {
+                        Expr::Column(c) => input_schema.index_of_column(c).ok(),
+                        Expr::GroupingSet(_) => return Err(self.unsupported("GROUPING SETS")),
+                        _ => None,
+                    };
+                    if idx == Some(ws) {
+                        has_start = true;
+                        layout.push(GroupColumn::WindowStart);
+                    } else if idx == Some(we) {
+                        has_end = true;
+                        layout.push(GroupColumn::WindowEnd);
+                    } else {
+                        layout.push(GroupColumn::Key(keys.len()));
+                        keys.push(self.physical(g, input_schema)?);
+                    }
+                }
+                if !(has_start && has_end) {
+                    return Err(SqlError::new(
+                        "a window aggregation must GROUP BY both window_start and window_end",
+                        self.fallback,
+                    ));
+                }
+                let arrow_input = input_schema.as_arrow();
+                let props = self.ctx.state().execution_props().clone();
+                let planning = PhysicalPlanningContext::default();
+                let calls = agg
+                    .aggr_expr
+                    .iter()
+                    .map(|e| {
+                        let lowered = LoweredAggregateBuilder::new(
+                            e,
+                            input_schema,
+                            arrow_input,
+                            &props,
+                            &planning,
+                        )
+                        .build()
+                        .map_err(|e| self.error(e))?;
+                        if !lowered.order_bys.is_empty() {
+                            return Err(
+                                self.unsupported("an ordered aggregate (ORDER BY inside the call)")
+                            );
+                        }
+                        Ok(AggregateCall {
+                            function: lowered.aggregate,
+                            filter: lowered.filter,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SqlError>>()?;
+                let schema = Arc::new(agg.schema.as_arrow().clone());
+                let op = WindowAggregate::new(ws, we, keys, layout, calls, schema, arrow_input)
+                    .map_err(|e| SqlError::new(e.to_string(), self.fallback))?;
+                ops.push(Operator::WindowAggregate(Box::new(op)));
+                // window_start/window_end of the output are plain columns from here on
+                *window_cols = None;
+                Ok(())
+            }
+            LogicalPlan::Sort(_) => Err(self.unsupported("ORDER BY")),
+            LogicalPlan::Limit(_) => Err(self.unsupported("LIMIT")),
+            LogicalPlan::Join(_) => Err(self.unsupported("JOIN")),
+            LogicalPlan::Union(_) => Err(self.unsupported("UNION")),
+            LogicalPlan::Distinct(_) => Err(self.unsupported("SELECT DISTINCT")),
+            LogicalPlan::Window(_) => Err(self.unsupported("an OVER window")),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Err(SqlError::new(
+                "a continuous query must read a table (FROM ...)",
+                self.fallback,
+            )),
+            other => Err(self.unsupported(&format!("'{}'", other.display()))),
+        }
+    }
+}
+
+fn remap(window_cols: &Option<(usize, usize)>, projection: &[usize]) -> Option<(usize, usize)> {
+    let (s, e) = (*window_cols)?;
+    Some((
+        projection.iter().position(|&i| i == s)?,
+        projection.iter().position(|&i| i == e)?,
+    ))
+}
+
+/// Names of the tables a plan scans.
+fn scanned_tables(plan: &LogicalPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::TableScan(s) = p {
+            out.push(s.table_name.table().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// Maps the query's output onto the sink's columns (by position, or by the INSERT's
+/// column list), checking that each type can be cast to the sink's.
+pub fn sink_projection(
+    query: &SchemaRef,
+    sink: &Table,
+    insert_columns: &[String],
+    at: Location,
+) -> Result<Option<Operator>, SqlError> {
+    let sink_schema = &sink.schema;
+    let targets: Vec<usize> = if insert_columns.is_empty() {
+        (0..sink_schema.fields().len()).collect()
+    } else {
+        insert_columns
+            .iter()
+            .map(|c| {
+                sink_schema.index_of(c).map_err(|_| {
+                    SqlError::new(
+                        format!("unknown column '{c}' in sink table '{}'", sink.def.name),
+                        at,
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if targets.len() != query.fields().len() {
+        return Err(SqlError::new(
+            format!(
+                "Column types of query result and sink for '{}' do not match: the query has {} columns, the sink takes {} ({})",
+                sink.def.name,
+                query.fields().len(),
+                targets.len(),
+                sink_schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+            ),
+            at,
+        ));
+    }
+    for (q, &t) in query.fields().iter().zip(&targets) {
+        let to = sink_schema.field(t);
+        if !can_cast_types(q.data_type(), to.data_type())
+            || (is_temporal(to.data_type())
+                && !is_temporal(q.data_type())
+                && q.data_type() != &DataType::Utf8)
+        {
+            return Err(SqlError::new(
+                format!(
+                    "Column types of query result and sink for '{}' do not match: '{}' is {} but sink column '{}' is {}",
+                    sink.def.name,
+                    q.name(),
+                    q.data_type(),
+                    to.name(),
+                    to.data_type()
+                ),
+                at,
+            ));
+        }
+    }
+    if targets.iter().enumerate().all(|(i, &t)| i == t)
+        && targets.len() == sink_schema.fields().len()
+    {
+        return Ok(None);
+    }
+    // reorder, filling columns the INSERT does not name with NULL
+    let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    let mut fields = Vec::new();
+    for (i, f) in sink_schema.fields().iter().enumerate() {
+        match targets.iter().position(|&t| t == i) {
+            Some(q) => {
+                exprs.push(Arc::new(Column::new(query.field(q).name(), q)));
+                fields.push(query.field(q).clone().with_name(f.name()));
+            }
+            None => {
+                let null = ScalarValue::try_from(f.data_type())
+                    .map_err(|e| SqlError::new(e.to_string(), at))?;
+                exprs.push(Arc::new(Literal::new(null)));
+                fields.push(f.as_ref().clone().with_nullable(true));
+            }
+        }
+    }
+    Ok(Some(Operator::Project {
+        exprs,
+        schema: Arc::new(Schema::new(fields)),
+    }))
+}
+
+fn is_temporal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+    )
+}

@@ -1,0 +1,695 @@
+//! The SQL service: executes statements, keeps the catalog and the pipelines, persists both
+//! in the data directory and restarts running pipelines when Kappa starts again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::sql::sqlparser::tokenizer::Location;
+use kappa_stream::metrics::PipelineMetrics;
+use kappa_stream::operator::Dataflow;
+use kappa_stream::pipeline::{
+    self, PipelineControl, PipelineRun, PipelineState, SinkSpec, SourceSpec,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::catalog::{source_layout, table_from_def, Catalog, Table, View};
+use crate::parser::{parse_script, SqlError, Statement};
+use crate::planner::{sink_projection, Planner};
+
+struct Pipeline {
+    id: String,
+    name: String,
+    sql: String,
+    /// What the user asked for: restarted with Kappa when true.
+    running: bool,
+    /// Started at least once: later starts resume from the group's committed offsets.
+    started: bool,
+    metrics: Arc<PipelineMetrics>,
+    control: Option<Arc<PipelineControl>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    start_error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Persisted {
+    tables: Vec<String>,
+    views: Vec<String>,
+    pipelines: Vec<PersistedPipeline>,
+    next_id: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedPipeline {
+    id: String,
+    name: String,
+    sql: String,
+    running: bool,
+    started: bool,
+}
+
+struct State {
+    catalog: Catalog,
+    pipelines: BTreeMap<String, Pipeline>,
+    next_id: u64,
+}
+
+pub struct SqlService {
+    state: Mutex<State>,
+    path: PathBuf,
+    bootstrap: String,
+}
+
+/// An error from `execute`: the results of the statements that took effect before it.
+#[derive(Debug)]
+pub struct ExecuteError {
+    pub error: SqlError,
+    pub results: Vec<Value>,
+}
+
+impl SqlService {
+    /// Opens the catalog in `data_dir`; `bootstrap` is the Kafka cluster tables use unless
+    /// they name another with `properties.bootstrap.servers`.
+    pub async fn open(data_dir: PathBuf, bootstrap: String) -> std::io::Result<Arc<Self>> {
+        let path = data_dir.join("sql-catalog.json");
+        let persisted: Persisted = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(e) => return Err(e),
+        };
+        let mut catalog = Catalog::default();
+        let mut counter = 0;
+        for sql in persisted.tables {
+            match parse_script(&sql, &mut counter).map(|mut v| v.pop()) {
+                Ok(Some(p)) => {
+                    if let Statement::CreateTable(def) = p.statement {
+                        match table_from_def(def, sql.clone()) {
+                            Ok(t) => {
+                                catalog.tables.insert(t.def.name.clone(), t);
+                            }
+                            Err(e) => tracing::warn!("dropping table definition `{sql}`: {e}"),
+                        }
+                    }
+                }
+                other => tracing::warn!("dropping table definition `{sql}`: {other:?}"),
+            }
+        }
+        for sql in persisted.views {
+            if let Ok(Some(p)) = parse_script(&sql, &mut counter).map(|mut v| v.pop()) {
+                if let Statement::CreateView {
+                    name, query_sql, ..
+                } = p.statement
+                {
+                    catalog.views.push(View {
+                        name,
+                        query_sql,
+                        sql,
+                    });
+                }
+            }
+        }
+        let pipelines = persisted
+            .pipelines
+            .into_iter()
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    Pipeline {
+                        id: p.id,
+                        name: p.name,
+                        sql: p.sql,
+                        running: p.running,
+                        started: p.started,
+                        metrics: Arc::new(PipelineMetrics::new()),
+                        control: None,
+                        thread: None,
+                        start_error: None,
+                    },
+                )
+            })
+            .collect();
+        let service = Arc::new(SqlService {
+            state: Mutex::new(State {
+                catalog,
+                pipelines,
+                next_id: persisted.next_id,
+            }),
+            path,
+            bootstrap,
+        });
+        // restart what was running
+        let mut state = service.state.lock().await;
+        let ids: Vec<String> = state
+            .pipelines
+            .values()
+            .filter(|p| p.running)
+            .map(|p| p.id.clone())
+            .collect();
+        for id in ids {
+            service.start_locked(&mut state, &id).await;
+        }
+        drop(state);
+        Ok(service)
+    }
+
+    fn persist(&self, state: &State) -> std::io::Result<()> {
+        let persisted = Persisted {
+            tables: state
+                .catalog
+                .tables
+                .values()
+                .map(|t| t.sql.clone())
+                .collect(),
+            views: state.catalog.views.iter().map(|v| v.sql.clone()).collect(),
+            pipelines: state
+                .pipelines
+                .values()
+                .map(|p| PersistedPipeline {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    sql: p.sql.clone(),
+                    running: p.running,
+                    started: p.started,
+                })
+                .collect(),
+            next_id: state.next_id,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&persisted).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Executes a script; statements before a failing one keep their effect.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Value>, ExecuteError> {
+        let mut counter = 0;
+        let statements = parse_script(sql, &mut counter).map_err(|error| ExecuteError {
+            error,
+            results: vec![],
+        })?;
+        let mut results = Vec::new();
+        let mut state = self.state.lock().await;
+        let mut pipeline_name: Option<String> = None;
+        for parsed in statements {
+            let at = parsed.start;
+            let outcome = self
+                .execute_one(&mut state, parsed, &mut pipeline_name)
+                .await;
+            match outcome {
+                Ok(v) => results.push(v),
+                Err(mut error) => {
+                    if error.line == 0 {
+                        error.line = at.line;
+                        error.column = at.column;
+                    }
+                    return Err(ExecuteError { error, results });
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn execute_one(
+        &self,
+        state: &mut State,
+        parsed: crate::parser::Parsed,
+        pipeline_name: &mut Option<String>,
+    ) -> Result<Value, SqlError> {
+        let at = parsed.start;
+        let io = |e: std::io::Error| SqlError::new(format!("saving the catalog: {e}"), at);
+        match parsed.statement {
+            Statement::CreateTable(def) => {
+                let name = def.name.clone();
+                if state.catalog.tables.contains_key(&name) || state.catalog.view(&name).is_some() {
+                    if def.if_not_exists {
+                        return Ok(
+                            json!({"statement": "CREATE TABLE", "name": name, "created": false}),
+                        );
+                    }
+                    if !def.or_replace || state.catalog.view(&name).is_some() {
+                        return Err(SqlError::new(
+                            format!("table or view '{name}' already exists"),
+                            at,
+                        ));
+                    }
+                }
+                let table = table_from_def(def, parsed.sql.clone())?;
+                watermark_expr(&table, at)?;
+                state.catalog.tables.insert(name.clone(), table);
+                self.persist(state).map_err(io)?;
+                Ok(json!({"statement": "CREATE TABLE", "name": name}))
+            }
+            Statement::CreateView {
+                name,
+                if_not_exists,
+                or_replace,
+                query_sql,
+                ..
+            } => {
+                if state.catalog.tables.contains_key(&name) {
+                    return Err(SqlError::new(
+                        format!("a table named '{name}' already exists"),
+                        at,
+                    ));
+                }
+                if state.catalog.view(&name).is_some() {
+                    if if_not_exists {
+                        return Ok(
+                            json!({"statement": "CREATE VIEW", "name": name, "created": false}),
+                        );
+                    }
+                    if !or_replace {
+                        return Err(SqlError::new(format!("view '{name}' already exists"), at));
+                    }
+                }
+                {
+                    let mut planner = Planner::new(&state.catalog).await;
+                    planner.set_fallback(at);
+                    let plan = planner
+                        .register_view(&name, &query_sql)
+                        .await
+                        .map_err(|e| reposition(e, &parsed.sql, &query_sql, at))?;
+                    // a view must be something a pipeline can run
+                    planner
+                        .lower(&plan)
+                        .map_err(|e| reposition(e, &parsed.sql, &query_sql, at))?;
+                }
+                state.catalog.views.retain(|v| v.name != name);
+                state.catalog.views.push(View {
+                    name: name.clone(),
+                    query_sql,
+                    sql: parsed.sql.clone(),
+                });
+                self.persist(state).map_err(io)?;
+                Ok(json!({"statement": "CREATE VIEW", "name": name}))
+            }
+            Statement::Insert { .. } => {
+                state.next_id += 1;
+                let id = format!("p{}", state.next_id);
+                // plan now, so errors come back to the caller
+                let run = self.build_run(&state.catalog, &id, &parsed.sql, false)?;
+                let name = pipeline_name
+                    .take()
+                    .unwrap_or_else(|| format!("insert-into_{}", run.sink.table));
+                let metrics = Arc::new(PipelineMetrics::new());
+                let control = PipelineControl::new(metrics.clone());
+                let thread = pipeline::spawn(run, control.clone());
+                state.pipelines.insert(
+                    id.clone(),
+                    Pipeline {
+                        id: id.clone(),
+                        name: name.clone(),
+                        sql: parsed.sql.clone(),
+                        running: true,
+                        started: true,
+                        metrics,
+                        control: Some(control),
+                        thread: Some(thread),
+                        start_error: None,
+                    },
+                );
+                self.persist(state).map_err(io)?;
+                Ok(json!({"statement": "INSERT", "pipeline": id, "name": name}))
+            }
+            Statement::Select { .. } => Err(SqlError::new(
+                "a continuous query needs a sink: write INSERT INTO <table> SELECT ...",
+                at,
+            )),
+            Statement::DropTable { name, if_exists } => {
+                if state.catalog.tables.remove(&name).is_none() && !if_exists {
+                    return Err(SqlError::new(format!("table '{name}' does not exist"), at));
+                }
+                self.persist(state).map_err(io)?;
+                Ok(json!({"statement": "DROP TABLE", "name": name}))
+            }
+            Statement::DropView { name, if_exists } => {
+                let before = state.catalog.views.len();
+                state.catalog.views.retain(|v| v.name != name);
+                if before == state.catalog.views.len() && !if_exists {
+                    return Err(SqlError::new(format!("view '{name}' does not exist"), at));
+                }
+                self.persist(state).map_err(io)?;
+                Ok(json!({"statement": "DROP VIEW", "name": name}))
+            }
+            Statement::ShowTables => Ok(
+                json!({"statement": "SHOW TABLES", "rows": state.catalog.tables.keys().collect::<Vec<_>>()}),
+            ),
+            Statement::ShowViews => Ok(
+                json!({"statement": "SHOW VIEWS", "rows": state.catalog.views.iter().map(|v| &v.name).collect::<Vec<_>>()}),
+            ),
+            Statement::ShowPipelines => Ok(
+                json!({"statement": "SHOW PIPELINES", "rows": state.pipelines.values().map(info).collect::<Vec<_>>()}),
+            ),
+            Statement::Set { key, value } => {
+                match key.as_str() {
+                    "pipeline.name" => *pipeline_name = Some(value.clone()),
+                    _ => {
+                        return Err(SqlError::new(
+                            format!("unknown setting '{key}' (supported: pipeline.name)"),
+                            at,
+                        ))
+                    }
+                }
+                Ok(json!({"statement": "SET", "key": key, "value": value}))
+            }
+            Statement::Describe { name } => {
+                if let Some(t) = state.catalog.tables.get(&name) {
+                    let rows: Vec<Value> = t
+                        .def
+                        .columns
+                        .iter()
+                        .map(|c| json!({"name": c.name, "type": c.data_type.to_string(), "nullable": !c.not_null, "metadata": c.metadata}))
+                        .collect();
+                    return Ok(
+                        json!({"statement": "DESCRIBE", "name": name, "columns": rows, "watermark": t.def.watermark.as_ref().map(|w| format!("{} AS {}", w.column, w.expr_sql)), "options": t.def.options}),
+                    );
+                }
+                if let Some(v) = state.catalog.view(&name) {
+                    return Ok(
+                        json!({"statement": "DESCRIBE", "name": name, "query": v.query_sql}),
+                    );
+                }
+                Err(SqlError::new(
+                    format!("table or view '{name}' does not exist"),
+                    at,
+                ))
+            }
+        }
+    }
+
+    /// Plans an INSERT into a runnable pipeline (a fresh operator chain with empty state).
+    fn build_run(
+        &self,
+        catalog: &Catalog,
+        id: &str,
+        sql: &str,
+        resume: bool,
+    ) -> Result<PipelineRun, SqlError> {
+        let mut counter = 0;
+        let mut parsed = parse_script(sql, &mut counter)?;
+        let Some(parsed) = parsed.pop() else {
+            return Err(SqlError::unpositioned("empty pipeline definition"));
+        };
+        let at = parsed.start;
+        let Statement::Insert {
+            table,
+            columns,
+            query,
+        } = parsed.statement
+        else {
+            return Err(SqlError::new(
+                "a pipeline is defined by INSERT INTO ... SELECT ...",
+                at,
+            ));
+        };
+        let sink = catalog
+            .tables
+            .get(&table)
+            .ok_or_else(|| SqlError::new(format!("sink table '{table}' does not exist"), at))?;
+        let lowered = futures_block_on(async {
+            let mut planner = Planner::new(catalog).await;
+            planner.set_fallback(at);
+            let plan = planner.plan_query(query, &parsed.windows).await?;
+            planner.lower(&plan)
+        })?;
+        let mut ops = lowered.ops;
+        if let Some(project) = sink_projection(&lowered.schema, sink, &columns, at)? {
+            ops.push(project);
+        }
+        let source = catalog.tables.get(&lowered.source).ok_or_else(|| {
+            SqlError::new(format!("table '{}' does not exist", lowered.source), at)
+        })?;
+        let (source_columns, value_schema) = source_layout(source);
+        let watermark = watermark_expr(source, at)?;
+        let source_spec = SourceSpec {
+            table: source.def.name.clone(),
+            topic: source.connector.topic.clone(),
+            properties: self.properties(source),
+            startup: source.connector.startup.clone(),
+            format: source.connector.format,
+            csv_delimiter: source.connector.csv_delimiter,
+            value_schema,
+            columns: source_columns,
+            schema: source.schema.clone(),
+            watermark,
+            idle_timeout: source.connector.idle_timeout,
+            bad_records: source.connector.bad_records.clone(),
+        };
+        let index = |name: &str| sink.schema.index_of(name).ok();
+        let rowtime = source.def.watermark.as_ref().map(|w| w.column.as_str());
+        let event_time_column = ["window_time", "window_end"]
+            .into_iter()
+            .chain(rowtime)
+            .filter_map(index)
+            .find(|&i| matches!(sink.schema.field(i).data_type(), DataType::Timestamp(..)));
+        let key = sink
+            .connector
+            .key
+            .as_ref()
+            .map(|(format, names)| (*format, names.iter().filter_map(|n| index(n)).collect()));
+        let sink_spec = SinkSpec {
+            table: sink.def.name.clone(),
+            topic: sink.connector.topic.clone(),
+            properties: self.properties(sink),
+            format: sink.connector.format,
+            csv_delimiter: sink.connector.csv_delimiter,
+            schema: sink.schema.clone(),
+            value_columns: (0..sink.schema.fields().len()).collect(),
+            key,
+            event_time_column,
+        };
+        Ok(PipelineRun {
+            id: id.to_string(),
+            group_id: source
+                .connector
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("kappa-pipeline-{id}")),
+            source: source_spec,
+            dataflow: Dataflow::new(ops),
+            sink: sink_spec,
+            resume,
+            max_batch: 8192,
+            commit_interval: Duration::from_secs(1),
+        })
+    }
+
+    fn properties(&self, table: &Table) -> Vec<(String, String)> {
+        let mut props = table.connector.properties.clone();
+        if !props.iter().any(|(k, _)| k == "bootstrap.servers") {
+            props.push(("bootstrap.servers".into(), self.bootstrap.clone()));
+        }
+        props
+    }
+
+    async fn start_locked(&self, state: &mut State, id: &str) {
+        let catalog = state.catalog.clone();
+        let Some(p) = state.pipelines.get_mut(id) else {
+            return;
+        };
+        if p.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        match self.build_run(&catalog, &p.id, &p.sql, p.started) {
+            Ok(run) => {
+                let control = PipelineControl::new(p.metrics.clone());
+                p.thread = Some(pipeline::spawn(run, control.clone()));
+                p.control = Some(control);
+                p.start_error = None;
+                p.started = true;
+            }
+            Err(e) => {
+                tracing::error!(pipeline = %p.id, "cannot start pipeline: {e}");
+                p.control = None;
+                p.start_error = Some(e.to_string());
+            }
+        }
+        p.running = true;
+    }
+
+    pub async fn list(&self) -> Vec<Value> {
+        let state = self.state.lock().await;
+        state.pipelines.values().map(info).collect()
+    }
+
+    pub async fn get(&self, id: &str) -> Option<Value> {
+        let state = self.state.lock().await;
+        state.pipelines.get(id).map(info)
+    }
+
+    /// Starts a stopped (or failed) pipeline; it resumes from its committed offsets.
+    pub async fn start(&self, id: &str) -> Option<Value> {
+        let mut state = self.state.lock().await;
+        state.pipelines.get(id)?;
+        self.start_locked(&mut state, id).await;
+        let _ = self.persist(&state);
+        state.pipelines.get(id).map(info)
+    }
+
+    /// Stops a pipeline after it has flushed its output and committed its offsets.
+    pub async fn stop(&self, id: &str) -> Option<Value> {
+        let mut state = self.state.lock().await;
+        let p = state.pipelines.get_mut(id)?;
+        p.running = false;
+        let thread = stop_thread(p);
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let _ = self.persist(&state);
+        state.pipelines.get(id).map(info)
+    }
+
+    pub async fn delete(&self, id: &str) -> bool {
+        let mut state = self.state.lock().await;
+        let Some(mut p) = state.pipelines.remove(id) else {
+            return false;
+        };
+        if let Some(t) = stop_thread(&mut p) {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let _ = self.persist(&state);
+        true
+    }
+
+    /// Stops every pipeline (flushing and committing) without changing what restarts.
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().await;
+        let threads: Vec<_> = state
+            .pipelines
+            .values_mut()
+            .filter_map(stop_thread)
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
+    /// Prometheus text for all pipelines.
+    pub async fn render_metrics(&self, out: &mut String) {
+        let state = self.state.lock().await;
+        let all: Vec<(String, Arc<PipelineMetrics>)> = state
+            .pipelines
+            .values()
+            .map(|p| (p.id.clone(), p.metrics.clone()))
+            .collect();
+        kappa_stream::metrics::render(&all, out);
+    }
+}
+
+fn stop_thread(p: &mut Pipeline) -> Option<std::thread::JoinHandle<()>> {
+    if let Some(c) = &p.control {
+        c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    p.thread.take()
+}
+
+fn info(p: &Pipeline) -> Value {
+    let (state, error) = match (&p.control, &p.start_error) {
+        (_, Some(e)) => (PipelineState::Failed, Some(e.clone())),
+        (Some(c), None) => {
+            let (s, e) = c.state();
+            let stopping = c.stop.load(std::sync::atomic::Ordering::Relaxed);
+            let s = if s == PipelineState::Running && (stopping || !p.running) {
+                PipelineState::Stopped
+            } else {
+                s
+            };
+            (s, e)
+        }
+        (None, None) => (PipelineState::Stopped, None),
+    };
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "sql": p.sql,
+        "state": state,
+        "error": error,
+        "metrics": p.metrics.snapshot_json(),
+    })
+}
+
+/// The table's watermark expression as a physical expression over its columns.
+pub fn watermark_expr(
+    table: &Table,
+    at: Location,
+) -> Result<Option<Arc<dyn PhysicalExpr>>, SqlError> {
+    let Some(wm) = &table.def.watermark else {
+        return Ok(None);
+    };
+    let at = if wm.span.start.line > 0 {
+        wm.span.start
+    } else {
+        at
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let state = ctx.state();
+    let schema = DFSchema::try_from(table.schema.as_ref().clone())
+        .map_err(|e| SqlError::new(e.to_string(), at))?;
+    let expr = state
+        .create_logical_expr(&wm.expr_sql, &schema)
+        .map_err(|e| SqlError::new(format!("WATERMARK expression: {}", e.strip_backtrace()), at))?;
+    let physical = state
+        .create_physical_expr(expr, &schema)
+        .map_err(|e| SqlError::new(format!("WATERMARK expression: {}", e.strip_backtrace()), at))?;
+    match physical.data_type(&table.schema) {
+        Ok(DataType::Timestamp(..)) => Ok(Some(physical)),
+        Ok(other) => Err(SqlError::new(
+            format!("the WATERMARK expression must be a TIMESTAMP, but is {other}"),
+            at,
+        )),
+        Err(e) => Err(SqlError::new(
+            format!("WATERMARK expression: {}", e.strip_backtrace()),
+            at,
+        )),
+    }
+}
+
+/// Errors in a view's query are found by planning the query text alone; move their
+/// position to where that text sits in the statement.
+fn reposition(mut e: SqlError, statement_sql: &str, query_sql: &str, at: Location) -> SqlError {
+    if e.line == 0 {
+        return SqlError {
+            line: at.line,
+            column: at.column,
+            ..e
+        };
+    }
+    if let Some(offset) = statement_sql.find(query_sql) {
+        let before = &statement_sql[..offset];
+        let newlines = before.matches('\n').count() as u64;
+        let last_line_chars = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64;
+        let base_line = at.line + newlines;
+        let base_col = if newlines == 0 {
+            at.column + last_line_chars
+        } else {
+            last_line_chars + 1
+        };
+        if e.line == 1 {
+            e.column = base_col + e.column - 1;
+        }
+        e.line = base_line + e.line - 1;
+    }
+    e
+}
+
+/// Planning is async only for catalog lookups, which are in memory here.
+fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}

@@ -1,0 +1,318 @@
+//! Windowed aggregation: groups rows by window and key, folds them with DataFusion's
+//! vectorised group accumulators (so every aggregate function has DataFusion's semantics),
+//! and emits each window once, when the watermark passes its last instant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+
+use crate::error::Result;
+use crate::window::event_times;
+
+/// One aggregate call: the function (with its argument expressions) and its optional
+/// `FILTER (WHERE ...)`.
+#[derive(Clone, Debug)]
+pub struct AggregateCall {
+    pub function: Arc<AggregateFunctionExpr>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl AggregateCall {
+    fn accumulator(&self) -> Result<Box<dyn GroupsAccumulator>> {
+        if self.function.groups_accumulator_supported() {
+            return Ok(self.function.create_groups_accumulator()?);
+        }
+        let function = self.function.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            function.create_accumulator()
+        })))
+    }
+}
+
+/// Where each output group column comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupColumn {
+    WindowStart,
+    WindowEnd,
+    Key(usize),
+}
+
+struct WindowGroups {
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Rows,
+    groups: usize,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// Per source partition, the first offset of a batch that fed this window: the
+    /// pipeline may not commit past it while the window is open.
+    first_offsets: HashMap<i32, i64>,
+}
+
+pub struct WindowAggregate {
+    window_start: usize,
+    window_end: usize,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    layout: Vec<GroupColumn>,
+    calls: Vec<AggregateCall>,
+    schema: SchemaRef,
+    converter: RowConverter,
+    /// Open windows by (end, start), so the ones that fire first come first.
+    windows: BTreeMap<(i64, i64), WindowGroups>,
+    fired_through: i64,
+    late: u64,
+}
+
+impl WindowAggregate {
+    pub fn new(
+        window_start: usize,
+        window_end: usize,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        layout: Vec<GroupColumn>,
+        calls: Vec<AggregateCall>,
+        schema: SchemaRef,
+        input_schema: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<Self> {
+        let fields = keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowAggregate {
+            window_start,
+            window_end,
+            keys,
+            layout,
+            calls,
+            schema,
+            converter: RowConverter::new(fields)?,
+            windows: BTreeMap::new(),
+            fired_through: i64::MIN,
+            late: 0,
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Rows that arrived for windows that had already fired (only possible when no window
+    /// assignment upstream dropped them).
+    pub fn late_rows(&self) -> u64 {
+        self.late
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The smallest offset per partition that open windows still depend on.
+    pub fn pinned_offsets(&self, out: &mut HashMap<i32, i64>) {
+        for w in self.windows.values() {
+            for (&p, &o) in &w.first_offsets {
+                out.entry(p).and_modify(|e| *e = (*e).min(o)).or_insert(o);
+            }
+        }
+    }
+
+    pub fn process(&mut self, batch: &RecordBatch, origin: Option<(i32, i64)>) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let starts = event_times(batch.column(self.window_start))?;
+        let ends = event_times(batch.column(self.window_end))?;
+        let key_arrays = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(n))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_rows = if key_arrays.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&key_arrays)?)
+        };
+        let mut values: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            values.push(
+                call.function
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(n))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+            );
+            filters.push(match &call.filter {
+                Some(f) => Some(
+                    f.evaluate(batch)?
+                        .into_array(n)?
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            datafusion::error::DataFusionError::Internal(
+                                "aggregate FILTER is not boolean".into(),
+                            )
+                        })?,
+                ),
+                None => None,
+            });
+        }
+
+        // rows of each window, in first-seen order (a batch usually spans few windows)
+        let mut by_window: Vec<((i64, i64), Vec<u32>)> = Vec::new();
+        let mut last = usize::MAX;
+        for row in 0..n {
+            if starts.is_null(row) || ends.is_null(row) {
+                continue;
+            }
+            let w = (ends.value(row), starts.value(row));
+            if last < by_window.len() && by_window[last].0 == w {
+                by_window[last].1.push(row as u32);
+                continue;
+            }
+            last = match by_window.iter().position(|(k, _)| *k == w) {
+                Some(i) => i,
+                None => {
+                    by_window.push((w, Vec::with_capacity(n)));
+                    by_window.len() - 1
+                }
+            };
+            by_window[last].1.push(row as u32);
+        }
+
+        for (w, rows) in by_window {
+            if w.0 - 1 <= self.fired_through {
+                self.late += rows.len() as u64;
+                continue;
+            }
+            let group = match self.windows.entry(w) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(WindowGroups {
+                    index: HashMap::new(),
+                    keys: self.converter.empty_rows(0, 0),
+                    groups: 0,
+                    accumulators: self
+                        .calls
+                        .iter()
+                        .map(|c| c.accumulator())
+                        .collect::<Result<_>>()?,
+                    first_offsets: HashMap::new(),
+                }),
+            };
+            if let Some((partition, offset)) = origin {
+                group
+                    .first_offsets
+                    .entry(partition)
+                    .and_modify(|o| *o = (*o).min(offset))
+                    .or_insert(offset);
+            }
+            let mut group_indices = Vec::with_capacity(rows.len());
+            match &key_rows {
+                None => {
+                    group.groups = 1;
+                    group_indices.resize(rows.len(), 0);
+                }
+                Some(key_rows) => {
+                    for &r in &rows {
+                        let row = key_rows.row(r as usize);
+                        let idx = match group.index.get(row.as_ref()) {
+                            Some(&i) => i,
+                            None => {
+                                let i = group.groups;
+                                group.index.insert(row.as_ref().into(), i);
+                                group.keys.push(row);
+                                group.groups += 1;
+                                i
+                            }
+                        };
+                        group_indices.push(idx);
+                    }
+                }
+            }
+            let whole = rows.len() == n;
+            let take_idx = if whole {
+                None
+            } else {
+                Some(UInt32Array::from(rows))
+            };
+            for (i, acc) in group.accumulators.iter_mut().enumerate() {
+                let (vals, filter) = match &take_idx {
+                    None => (values[i].clone(), filters[i].clone()),
+                    Some(idx) => (
+                        values[i]
+                            .iter()
+                            .map(|v| take(v.as_ref(), idx, None))
+                            .collect::<std::result::Result<Vec<_>, _>>()?,
+                        match &filters[i] {
+                            Some(f) => Some(
+                                take(f, idx, None)?
+                                    .as_any()
+                                    .downcast_ref::<BooleanArray>()
+                                    .cloned()
+                                    .expect("take of a boolean array is boolean"),
+                            ),
+                            None => None,
+                        },
+                    ),
+                };
+                acc.update_batch(&vals, &group_indices, filter.as_ref(), group.groups)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires every window whose last instant (`end - 1`) the watermark has reached.
+    pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.fired_through = self.fired_through.max(watermark);
+        while let Some(entry) = self.windows.first_entry() {
+            let (end, start) = *entry.key();
+            if end - 1 > watermark {
+                break;
+            }
+            let group = entry.remove();
+            out.push(self.emit(start, end, group)?);
+        }
+        Ok(())
+    }
+
+    fn emit(&self, start: i64, end: i64, mut group: WindowGroups) -> Result<RecordBatch> {
+        let n = group.groups;
+        let key_columns = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            self.converter.convert_rows(&group.keys)?
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for g in &self.layout {
+            columns.push(match *g {
+                GroupColumn::WindowStart => {
+                    Arc::new(TimestampMillisecondArray::from(vec![start; n]))
+                }
+                GroupColumn::WindowEnd => Arc::new(TimestampMillisecondArray::from(vec![end; n])),
+                GroupColumn::Key(i) => key_columns[i].clone(),
+            });
+        }
+        for acc in group.accumulators.iter_mut() {
+            columns.push(acc.evaluate(EmitTo::All)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
