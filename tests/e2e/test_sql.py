@@ -398,6 +398,31 @@ def test_tumbling_window_matches_batch_oracle(kappa):
     assert [q["id"] for q in list_pipelines(kappa)] == [pid]
 
 
+def test_session_window_matches_batch_oracle(kappa):
+    """SESSION windows per auction with a 500 ms gap. Flink merges windows [t, t + gap) that
+    touch, so a bid starts a new session only when it is more than the gap after the last."""
+    columns = [("window_start", "ts"), ("window_end", "ts"), ("auction", "int"), ("num_bids", "int"),
+               ("total", "int")]
+    pid, bids, expected = run_against_oracle(
+        kappa, 1005,
+        "window_start TIMESTAMP(3), window_end TIMESTAMP(3), auction BIGINT, num_bids BIGINT, total BIGINT",
+        ["INSERT INTO results\n"
+         "SELECT window_start, window_end, auction, COUNT(*), SUM(price)\n"
+         "FROM TABLE(SESSION(TABLE bids PARTITION BY auction, DESCRIPTOR(date_time), INTERVAL '500' MILLISECOND))\n"
+         "GROUP BY window_start, window_end, auction"],
+        """WITH s AS (SELECT *, epoch_ms(date_time) AS t FROM bids),
+                m AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY auction ORDER BY t) <= 500
+                                     THEN 0 ELSE 1 END AS brk FROM s),
+                g AS (SELECT *, sum(brk) OVER (PARTITION BY auction ORDER BY t
+                                               ROWS UNBOUNDED PRECEDING) AS sid FROM m)
+           SELECT epoch_ms(min(t)), epoch_ms(max(t) + 500), auction, count(*), sum(price)
+           FROM g GROUP BY auction, sid""",
+        columns)
+    # the gap splits each auction's bids into several sessions
+    assert len(expected) > 2 * len({r[2] for r in expected})
+    assert get_pipeline(kappa, pid)["metrics"]["late_records_dropped"] == 0
+
+
 def test_hop_window_matches_batch_oracle(kappa):
     slide, size = 5_000, 15_000
     run_against_oracle(

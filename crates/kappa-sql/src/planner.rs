@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use datafusion::sql::sqlparser::tokenizer::Location;
 use kappa_stream::aggregate::{AggregateCall, GroupColumn, WindowAggregate};
 use kappa_stream::operator::Operator;
+use kappa_stream::session::SessionAggregate;
 use kappa_stream::window::{windowed_schema, WindowAssign, WindowKind};
 
 use crate::catalog::{Catalog, Table};
@@ -214,9 +215,6 @@ impl<'a> Planner<'a> {
                 at,
             ));
         }
-        if matches!(call.kind, WindowKind::Session { .. }) {
-            return Err(SqlError::new("SESSION windows are not supported yet", at));
-        }
         let schema = windowed_schema(&schema);
         self.ctx
             .register_table(call.relation.as_str(), Arc::new(EmptyTable::new(schema)))
@@ -244,7 +242,7 @@ impl<'a> Planner<'a> {
         for i in 0..ops.len() {
             match &ops[i] {
                 Operator::WindowAssign(_) => seen_assign = Some(i),
-                Operator::WindowAggregate(_) => {
+                Operator::WindowAggregate(_) | Operator::SessionAggregate(_) => {
                     if let Some(a) = seen_assign.take() {
                         if let Operator::WindowAssign(w) = &mut ops[a] {
                             w.drop_late = true;
@@ -282,7 +280,7 @@ impl<'a> Planner<'a> {
         plan: &LogicalPlan,
         ops: &mut Vec<Operator>,
         source: &mut Option<String>,
-        window_cols: &mut Option<(usize, usize)>,
+        window_cols: &mut Option<(usize, usize, WindowKind)>,
     ) -> Result<(), SqlError> {
         match plan {
             LogicalPlan::TableScan(scan) => {
@@ -297,7 +295,7 @@ impl<'a> Planner<'a> {
                         &input_schema,
                         false,
                     )));
-                    *window_cols = Some((n, n + 1));
+                    *window_cols = Some((n, n + 1, binding.call.kind.clone()));
                 } else if self.catalog.tables.contains_key(&name) {
                     if source.is_some() {
                         return Err(self.unsupported("reading more than one table (joins, unions)"));
@@ -345,10 +343,10 @@ impl<'a> Planner<'a> {
                         _ => None,
                     })
                     .collect();
-                *window_cols = window_cols.and_then(|(s, e)| {
+                *window_cols = window_cols.take().and_then(|(s, e, k)| {
                     let ns = passthrough.iter().position(|x| *x == Some(s))?;
                     let ne = passthrough.iter().position(|x| *x == Some(e))?;
-                    Some((ns, ne))
+                    Some((ns, ne, k))
                 });
                 ops.push(Operator::Project {
                     exprs,
@@ -366,7 +364,7 @@ impl<'a> Planner<'a> {
             LogicalPlan::Aggregate(agg) => {
                 self.lower_into(&agg.input, ops, source, window_cols)?;
                 let input_schema = agg.input.schema();
-                let Some((ws, we)) = *window_cols else {
+                let Some((ws, we, kind)) = window_cols.clone() else {
                     return Err(SqlError::new(
                         "GROUP BY without a window is an updating aggregation, which Kappa does not run yet: aggregate over TABLE(TUMBLE|HOP|CUMULATE(...)) and GROUP BY window_start, window_end",
                         self.fallback,
@@ -426,9 +424,16 @@ impl<'a> Planner<'a> {
                     })
                     .collect::<Result<Vec<_>, SqlError>>()?;
                 let schema = Arc::new(agg.schema.as_arrow().clone());
-                let op = WindowAggregate::new(ws, we, keys, layout, calls, schema, arrow_input)
-                    .map_err(|e| SqlError::new(e.to_string(), self.fallback))?;
-                ops.push(Operator::WindowAggregate(Box::new(op)));
+                let op = match kind {
+                    WindowKind::Session { gap } => {
+                        SessionAggregate::new(gap, ws, keys, layout, calls, schema, arrow_input)
+                            .map(|op| Operator::SessionAggregate(Box::new(op)))
+                    }
+                    _ => WindowAggregate::new(ws, we, keys, layout, calls, schema, arrow_input)
+                        .map(|op| Operator::WindowAggregate(Box::new(op))),
+                }
+                .map_err(|e| SqlError::new(e.to_string(), self.fallback))?;
+                ops.push(op);
                 // window_start/window_end of the output are plain columns from here on
                 *window_cols = None;
                 Ok(())
@@ -448,11 +453,15 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn remap(window_cols: &Option<(usize, usize)>, projection: &[usize]) -> Option<(usize, usize)> {
-    let (s, e) = (*window_cols)?;
+fn remap(
+    window_cols: &Option<(usize, usize, WindowKind)>,
+    projection: &[usize],
+) -> Option<(usize, usize, WindowKind)> {
+    let (s, e, kind) = window_cols.clone()?;
     Some((
         projection.iter().position(|&i| i == s)?,
         projection.iter().position(|&i| i == e)?,
+        kind,
     ))
 }
 

@@ -9,6 +9,7 @@ pub mod format;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+pub mod session;
 pub mod watermark;
 pub mod window;
 

@@ -13,6 +13,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::aggregate::WindowAggregate;
 use crate::error::Result;
+use crate::session::SessionAggregate;
 use crate::window::WindowAssign;
 
 pub enum Operator {
@@ -25,6 +26,7 @@ pub enum Operator {
     },
     WindowAssign(WindowAssign),
     WindowAggregate(Box<WindowAggregate>),
+    SessionAggregate(Box<SessionAggregate>),
 }
 
 impl Operator {
@@ -34,6 +36,7 @@ impl Operator {
             Operator::Project { .. } => "project".into(),
             Operator::WindowAssign(w) => format!("window_assign_{}", w.kind.name().to_lowercase()),
             Operator::WindowAggregate(_) => "window_aggregate".into(),
+            Operator::SessionAggregate(_) => "session_aggregate".into(),
         }
     }
 }
@@ -93,11 +96,13 @@ impl Dataflow {
     pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         for i in 0..self.ops.len() {
             let mut fired = Vec::new();
-            if let Operator::WindowAggregate(agg) = &mut self.ops[i] {
-                let started = Instant::now();
-                agg.on_watermark(watermark, &mut fired)?;
-                self.stats.busy[i] += started.elapsed();
+            let started = Instant::now();
+            match &mut self.ops[i] {
+                Operator::WindowAggregate(agg) => agg.on_watermark(watermark, &mut fired)?,
+                Operator::SessionAggregate(agg) => agg.on_watermark(watermark, &mut fired)?,
+                _ => continue,
             }
+            self.stats.busy[i] += started.elapsed();
             for batch in fired {
                 run_from(
                     &mut self.ops,
@@ -117,8 +122,10 @@ impl Dataflow {
     pub fn pinned_offsets(&self) -> HashMap<i32, i64> {
         let mut pinned = HashMap::new();
         for op in &self.ops {
-            if let Operator::WindowAggregate(agg) = op {
-                agg.pinned_offsets(&mut pinned);
+            match op {
+                Operator::WindowAggregate(agg) => agg.pinned_offsets(&mut pinned),
+                Operator::SessionAggregate(agg) => agg.pinned_offsets(&mut pinned),
+                _ => {}
             }
         }
         pinned
@@ -129,6 +136,7 @@ impl Dataflow {
             .iter()
             .map(|op| match op {
                 Operator::WindowAggregate(a) => a.open_windows(),
+                Operator::SessionAggregate(a) => a.open_windows(),
                 _ => 0,
             })
             .sum()
@@ -173,6 +181,12 @@ fn run_from(
                 assigned.batch
             }
             Operator::WindowAggregate(agg) => {
+                let before = agg.late_rows();
+                agg.process(&batch, origin)?;
+                stats.late_records_dropped += agg.late_rows() - before;
+                None
+            }
+            Operator::SessionAggregate(agg) => {
                 let before = agg.late_rows();
                 agg.process(&batch, origin)?;
                 stats.late_records_dropped += agg.late_rows() - before;

@@ -1,0 +1,290 @@
+//! Session windows: per key, events closer than the gap fall into one session; sessions
+//! merge when a new event bridges them (Flink's rule: windows `[t, t + gap)` that touch or
+//! overlap merge). A session fires once, when the watermark passes its end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::aggregate::{AggregateCall, GroupColumn};
+use crate::error::Result;
+use crate::window::event_times;
+
+struct Session {
+    start: i64,
+    end: i64,
+    key: Option<OwnedRow>,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    first_offsets: HashMap<i32, i64>,
+}
+
+pub struct SessionAggregate {
+    gap: i64,
+    /// The input's event-time column (window_start of the assigned `[t, t + gap)`).
+    time_column: usize,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    layout: Vec<GroupColumn>,
+    calls: Vec<AggregateCall>,
+    schema: SchemaRef,
+    converter: RowConverter,
+    /// Open sessions per key (its row bytes), unordered.
+    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    fired_through: i64,
+    late: u64,
+}
+
+impl SessionAggregate {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gap: i64,
+        time_column: usize,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        layout: Vec<GroupColumn>,
+        calls: Vec<AggregateCall>,
+        schema: SchemaRef,
+        input_schema: &Schema,
+    ) -> Result<Self> {
+        let fields = keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SessionAggregate {
+            gap,
+            time_column,
+            keys,
+            layout,
+            calls,
+            schema,
+            converter: RowConverter::new(fields)?,
+            sessions: HashMap::new(),
+            fired_through: i64::MIN,
+            late: 0,
+        })
+    }
+
+    pub fn late_rows(&self) -> u64 {
+        self.late
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.sessions.values().map(Vec::len).sum()
+    }
+
+    pub fn pinned_offsets(&self, out: &mut HashMap<i32, i64>) {
+        for s in self.sessions.values().flatten() {
+            for (&p, &o) in &s.first_offsets {
+                out.entry(p).and_modify(|e| *e = (*e).min(o)).or_insert(o);
+            }
+        }
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        self.calls
+            .iter()
+            .map(|c| Ok(c.function.create_accumulator()?))
+            .collect()
+    }
+
+    pub fn process(&mut self, batch: &RecordBatch, origin: Option<(i32, i64)>) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let times = event_times(batch.column(self.time_column))?;
+        let key_arrays = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(n))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_rows = if key_arrays.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&key_arrays)?)
+        };
+        let mut values: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            values.push(
+                call.function
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(n))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+            );
+        }
+        // rows waiting to be folded into each session, by (key, session index)
+        let mut pending: HashMap<(Vec<u8>, usize), Vec<u32>> = HashMap::new();
+        for row in 0..n {
+            if times.is_null(row) {
+                continue;
+            }
+            let t = times.value(row);
+            let (start, end) = (t, t + self.gap);
+            if end - 1 <= self.fired_through {
+                self.late += 1;
+                continue;
+            }
+            let key: Vec<u8> = key_rows
+                .as_ref()
+                .map(|r| r.row(row).as_ref().to_vec())
+                .unwrap_or_default();
+            let owned_key = key_rows.as_ref().map(|r| r.row(row).owned());
+            let new_accs = if self
+                .sessions
+                .get(&key)
+                .is_none_or(|v| !v.iter().any(|s| s.start <= end && s.end >= start))
+            {
+                Some(self.new_accumulators()?)
+            } else {
+                None
+            };
+            let list = self.sessions.entry(key.clone()).or_default();
+            // every session this event touches merges with it
+            let touching: Vec<usize> = (0..list.len())
+                .filter(|&i| list[i].start <= end && list[i].end >= start)
+                .collect();
+            let target = match touching.first() {
+                None => {
+                    list.push(Session {
+                        start,
+                        end,
+                        key: owned_key,
+                        accumulators: new_accs.unwrap_or_default(),
+                        first_offsets: HashMap::new(),
+                    });
+                    list.len() - 1
+                }
+                Some(&first) => {
+                    list[first].start = list[first].start.min(start);
+                    list[first].end = list[first].end.max(end);
+                    // fold the others into the first, highest index first so indices stay valid
+                    for &other in touching[1..].iter().rev() {
+                        let removed = list.swap_remove(other);
+                        let moved_from = list.len(); // the element swapped into `other`
+                        let keep = &mut list[first];
+                        keep.start = keep.start.min(removed.start);
+                        keep.end = keep.end.max(removed.end);
+                        for (p, o) in removed.first_offsets {
+                            keep.first_offsets
+                                .entry(p)
+                                .and_modify(|e| *e = (*e).min(o))
+                                .or_insert(o);
+                        }
+                        for (acc, mut other_acc) in
+                            keep.accumulators.iter_mut().zip(removed.accumulators)
+                        {
+                            let state = other_acc
+                                .state()?
+                                .iter()
+                                .map(ScalarValue::to_array)
+                                .collect::<datafusion::error::Result<Vec<_>>>()?;
+                            acc.merge_batch(&state)?;
+                        }
+                        let mut rows = pending.remove(&(key.clone(), other)).unwrap_or_default();
+                        pending
+                            .entry((key.clone(), first))
+                            .or_default()
+                            .append(&mut rows);
+                        if other != moved_from {
+                            if let Some(r) = pending.remove(&(key.clone(), moved_from)) {
+                                pending.insert((key.clone(), other), r);
+                            }
+                        }
+                    }
+                    first
+                }
+            };
+            if let Some((p, o)) = origin {
+                list[target]
+                    .first_offsets
+                    .entry(p)
+                    .and_modify(|e| *e = (*e).min(o))
+                    .or_insert(o);
+            }
+            pending.entry((key, target)).or_default().push(row as u32);
+        }
+        for ((key, index), rows) in pending {
+            let Some(session) = self.sessions.get_mut(&key).and_then(|l| l.get_mut(index)) else {
+                continue;
+            };
+            let idx = UInt32Array::from(rows);
+            for (acc, vals) in session.accumulators.iter_mut().zip(&values) {
+                let taken = vals
+                    .iter()
+                    .map(|v| take(v.as_ref(), &idx, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                acc.update_batch(&taken)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires every session whose end the watermark has passed, oldest first.
+    pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.fired_through = self.fired_through.max(watermark);
+        let mut fired: Vec<Session> = Vec::new();
+        self.sessions.retain(|_, list| {
+            let mut i = 0;
+            while i < list.len() {
+                if list[i].end - 1 <= watermark {
+                    fired.push(list.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            !list.is_empty()
+        });
+        if fired.is_empty() {
+            return Ok(());
+        }
+        fired.sort_by_key(|s| (s.end, s.start));
+        let n = fired.len();
+        let key_columns = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            let rows = fired.iter().filter_map(|s| s.key.as_ref().map(|k| k.row()));
+            self.converter.convert_rows(rows)?
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for g in &self.layout {
+            columns.push(match *g {
+                GroupColumn::WindowStart => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    fired.iter().map(|s| s.start),
+                )),
+                GroupColumn::WindowEnd => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    fired.iter().map(|s| s.end),
+                )),
+                GroupColumn::Key(i) => key_columns[i].clone(),
+            });
+        }
+        for c in 0..self.calls.len() {
+            let scalars = fired
+                .iter_mut()
+                .map(|s| s.accumulators[c].evaluate())
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            columns.push(ScalarValue::iter_to_array(scalars)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        debug_assert!(columns.iter().all(|c| c.len() == n));
+        out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+}
