@@ -515,11 +515,7 @@ pub fn sink_projection(
     }
     for (q, &t) in query.fields().iter().zip(&targets) {
         let to = sink_schema.field(t);
-        if !can_cast_types(q.data_type(), to.data_type())
-            || (is_temporal(to.data_type())
-                && !is_temporal(q.data_type())
-                && q.data_type() != &DataType::Utf8)
-        {
+        if !insertable(q.data_type(), to.data_type()) {
             return Err(SqlError::new(
                 format!(
                     "Column types of query result and sink for '{}' do not match: '{}' is {} but sink column '{}' is {}",
@@ -566,4 +562,177 @@ fn is_temporal(t: &DataType) -> bool {
         t,
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
     )
+}
+
+/// The implicit conversions an INSERT makes (as Flink: numbers widen or narrow among
+/// themselves, anything becomes a string, temporal types convert among themselves).
+fn insertable(from: &DataType, to: &DataType) -> bool {
+    let stringy =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    from == to
+        || from == &DataType::Null
+        || (from.is_numeric() && to.is_numeric())
+        || (stringy(to) && can_cast_types(from, to))
+        || (is_temporal(from) && is_temporal(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::table_from_def;
+
+    const DDL: &str = "CREATE TABLE bids (auction BIGINT, price BIGINT, url VARCHAR, date_time TIMESTAMP(3),
+        WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+        WITH ('connector' = 'kafka', 'topic' = 'bids', 'format' = 'json');
+      CREATE TABLE plain (auction BIGINT, date_time TIMESTAMP(3)) WITH ('connector' = 'kafka', 'topic' = 'p', 'format' = 'json');
+      CREATE TABLE out (window_start TIMESTAMP(3), window_end TIMESTAMP(3), auction BIGINT, n BIGINT)
+        WITH ('connector' = 'kafka', 'topic' = 'out', 'format' = 'json')";
+
+    fn catalog() -> Catalog {
+        let mut n = 0;
+        let mut c = Catalog::default();
+        for p in parse_script(DDL, &mut n).unwrap() {
+            let Statement::CreateTable(def) = p.statement else {
+                panic!()
+            };
+            let t = table_from_def(def, p.sql).unwrap();
+            c.tables.insert(t.def.name.clone(), t);
+        }
+        c
+    }
+
+    async fn plan(catalog: &Catalog, sql: &str) -> Result<Lowered, SqlError> {
+        let mut n = 0;
+        let p = parse_script(sql, &mut n)?.pop().unwrap();
+        let query = match p.statement {
+            Statement::Insert { query, .. } | Statement::Select { query } => query,
+            _ => panic!(),
+        };
+        let mut planner = Planner::new(catalog).await;
+        planner.set_fallback(p.start);
+        let plan = planner.plan_query(query, &p.windows).await?;
+        planner.lower(&plan)
+    }
+
+    #[tokio::test]
+    async fn a_tumbling_aggregation_lowers_to_assign_then_aggregate() {
+        let c = catalog();
+        let l = plan(&c, "INSERT INTO out SELECT window_start, window_end, auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) WHERE price > 10 GROUP BY window_start, window_end, auction").await.unwrap();
+        assert_eq!(l.source, "bids");
+        let names: Vec<String> = l.ops.iter().map(Operator::name).collect();
+        assert!(
+            names.starts_with(&["window_assign_tumble".to_string(), "filter".to_string()]),
+            "{names:?}"
+        );
+        assert!(names.contains(&"window_aggregate".to_string()), "{names:?}");
+        assert!(matches!(&l.ops[0], Operator::WindowAssign(w) if w.drop_late));
+        assert!(sink_projection(
+            &l.schema,
+            &c.tables["out"],
+            &[],
+            Location { line: 1, column: 1 }
+        )
+        .unwrap()
+        .is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_columns_are_named_with_their_position() {
+        let e = plan(
+            &catalog(),
+            "INSERT INTO out\nSELECT auction,\n       no_such_col FROM bids",
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.message.contains("no_such_col"), "{e}");
+        assert_eq!((e.line, e.column), (3, 8), "{e}");
+    }
+
+    #[tokio::test]
+    async fn windows_need_an_event_time_attribute() {
+        let e = plan(&catalog(), "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE plain, DESCRIPTOR(date_time), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end").await.err().unwrap();
+        assert!(e.message.contains("WATERMARK FOR date_time"), "{e}");
+        assert_eq!((e.line, e.column), (1, 36), "{e}");
+        let e = plan(
+            &catalog(),
+            "SELECT * FROM TABLE(TUMBLE(TABLE nope, DESCRIPTOR(date_time), INTERVAL '1' MINUTE))",
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.message.contains("'nope' not found"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unbounded_aggregations_and_unsupported_clauses_are_refused() {
+        let c = catalog();
+        let e = plan(&c, "SELECT auction, COUNT(*) FROM bids GROUP BY auction")
+            .await
+            .err()
+            .unwrap();
+        assert!(e.message.contains("GROUP BY without a window"), "{e}");
+        let e = plan(&c, "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '1' MINUTE)) GROUP BY window_start").await.err().unwrap();
+        assert!(e.message.contains("window_start and window_end"), "{e}");
+        let e = plan(&c, "SELECT auction FROM bids ORDER BY auction")
+            .await
+            .err()
+            .unwrap();
+        assert!(e.message.contains("ORDER BY"), "{e}");
+        let e = plan(
+            &c,
+            "SELECT a.auction FROM bids a JOIN plain b ON a.auction = b.auction",
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            e.message.contains("JOIN") || e.message.contains("more than one table"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sink_types_must_be_insertable() {
+        let c = catalog();
+        let l = plan(&c, "SELECT date_time, date_time AS e, url, price FROM bids")
+            .await
+            .unwrap();
+        let e = sink_projection(
+            &l.schema,
+            &c.tables["out"],
+            &[],
+            Location { line: 2, column: 3 },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.message
+                .contains("'url' is Utf8 but sink column 'auction' is Int64"),
+            "{e}"
+        );
+        let l = plan(&c, "SELECT price FROM bids").await.unwrap();
+        let e = sink_projection(
+            &l.schema,
+            &c.tables["out"],
+            &[],
+            Location { line: 2, column: 3 },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.message
+                .contains("the query has 1 columns, the sink takes 4"),
+            "{e}"
+        );
+        // a column list fills the others with NULL
+        let p = sink_projection(
+            &l.schema,
+            &c.tables["out"],
+            &["n".to_string()],
+            Location { line: 1, column: 1 },
+        )
+        .unwrap();
+        assert!(matches!(p, Some(Operator::Project { schema, .. }) if schema.fields().len() == 4));
+    }
 }

@@ -145,11 +145,27 @@ pub fn spawn(run: PipelineRun, control: Arc<PipelineControl>) -> std::thread::Jo
         .name(name)
         .spawn(move || {
             let id = run.id.clone();
-            match run_pipeline(run, &control) {
-                Ok(()) => control.set(PipelineState::Stopped, None),
-                Err(e) => {
+            // a bug in an operator fails this pipeline, not the process
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_pipeline(run, &control)
+            }));
+            match outcome {
+                Ok(Ok(())) => control.set(PipelineState::Stopped, None),
+                Ok(Err(e)) => {
                     tracing::error!(pipeline = %id, "pipeline failed: {e}");
                     control.set(PipelineState::Failed, Some(e.to_string()));
+                }
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    tracing::error!(pipeline = %id, "pipeline crashed: {what}");
+                    control.set(
+                        PipelineState::Failed,
+                        Some(format!("internal error: {what}")),
+                    );
                 }
             }
         })
