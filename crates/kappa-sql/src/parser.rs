@@ -195,12 +195,29 @@ impl<'a> Lines<'a> {
 /// Parses a script of `;`-separated statements. `counter` numbers window relations so their
 /// names stay unique across the statements planned together.
 pub fn parse_script(sql: &str, counter: &mut usize) -> Result<Vec<Parsed>, SqlError> {
+    match parse_script_prefix(sql, counter) {
+        (parsed, None) => Ok(parsed),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Parses statements until the first bad one: the good ones before it, and its error.
+pub fn parse_script_prefix(sql: &str, counter: &mut usize) -> (Vec<Parsed>, Option<SqlError>) {
+    let mut statements = Vec::new();
+    let error = parse_into(sql, counter, &mut statements).err();
+    (statements, error)
+}
+
+fn parse_into(
+    sql: &str,
+    counter: &mut usize,
+    statements: &mut Vec<Parsed>,
+) -> Result<(), SqlError> {
     let dialect = dialect();
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::new(e.message, e.location))?;
     let lines = Lines::new(sql);
-    let mut statements = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
     for t in tokens
         .into_iter()
@@ -229,7 +246,7 @@ pub fn parse_script(sql: &str, counter: &mut usize) -> Result<Vec<Parsed>, SqlEr
         }
         current.clear();
     }
-    Ok(statements)
+    Ok(())
 }
 
 fn parse_statement(

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::catalog::{source_layout, table_from_def, Catalog, Table, View};
-use crate::parser::{parse_script, SqlError, Statement};
+use crate::parser::{parse_script, parse_script_prefix, SqlError, Statement};
 use crate::planner::{sink_projection, Planner};
 
 struct Pipeline {
@@ -197,10 +197,7 @@ impl SqlService {
     /// Executes a script; statements before a failing one keep their effect.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Value>, ExecuteError> {
         let mut counter = 0;
-        let statements = parse_script(sql, &mut counter).map_err(|error| ExecuteError {
-            error,
-            results: vec![],
-        })?;
+        let (statements, parse_error) = parse_script_prefix(sql, &mut counter);
         let mut results = Vec::new();
         let mut state = self.state.lock().await;
         let mut pipeline_name: Option<String> = None;
@@ -220,7 +217,10 @@ impl SqlService {
                 }
             }
         }
-        Ok(results)
+        match parse_error {
+            Some(error) => Err(ExecuteError { error, results }),
+            None => Ok(results),
+        }
     }
 
     async fn execute_one(
