@@ -134,7 +134,8 @@ pub fn table_from_def(def: CreateTable, sql: String) -> Result<Table, SqlError> 
                 ))
             }
         };
-        fields.push(Field::new(&c.name, dt, !c.not_null));
+        // NOT NULL is accepted but not enforced: a missing field decodes as NULL
+        fields.push(Field::new(&c.name, dt, true));
     }
     let schema = Arc::new(Schema::new(fields));
     if let Some(wm) = &def.watermark {

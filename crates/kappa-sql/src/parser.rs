@@ -812,15 +812,33 @@ fn window_call(
         "TUMBLE" => WindowKind::Tumble {
             size: interval("SIZE")?,
         },
-        "HOP" => WindowKind::Hop {
-            slide: interval("SLIDE")?,
-            size: interval("SIZE")?,
-        },
+        "HOP" => {
+            let (slide, size) = (interval("SLIDE")?, interval("SIZE")?);
+            if size % slide != 0 {
+                return Err(SqlError::new(
+                    "HOP size must be an integral multiple of slide",
+                    func_span.start,
+                ));
+            }
+            if size / slide > MAX_WINDOWS_PER_ROW {
+                return Err(SqlError::new(
+                    format!("HOP size / slide must be at most {MAX_WINDOWS_PER_ROW} (each row joins that many windows)"),
+                    func_span.start,
+                ));
+            }
+            WindowKind::Hop { slide, size }
+        }
         "CUMULATE" => {
             let (step, size) = (interval("STEP")?, interval("SIZE")?);
             if size % step != 0 {
                 return Err(SqlError::new(
                     "CUMULATE size must be an integral multiple of step",
+                    func_span.start,
+                ));
+            }
+            if size / step > MAX_WINDOWS_PER_ROW {
+                return Err(SqlError::new(
+                    format!("CUMULATE size / step must be at most {MAX_WINDOWS_PER_ROW}"),
                     func_span.start,
                 ));
             }
@@ -845,6 +863,9 @@ fn window_call(
         span,
     })
 }
+
+/// How many windows one row may belong to (HOP size/slide, CUMULATE size/step).
+const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 
 /// Milliseconds of an `INTERVAL '10' SECOND` / `INTERVAL '1 minute'` literal.
 pub fn interval_millis(e: &Expr) -> Result<i64, String> {

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::{DFSchema, ScalarValue, TableReference};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -51,7 +51,8 @@ pub struct Planner<'a> {
     fallback: Location,
 }
 
-fn session() -> SessionContext {
+/// A DataFusion session with Flink's case-sensitive identifiers.
+pub fn session() -> SessionContext {
     let mut config = SessionConfig::new();
     {
         let o = config.options_mut();
@@ -75,7 +76,7 @@ impl<'a> Planner<'a> {
         };
         for (name, table) in &catalog.tables {
             let _ = planner.ctx.register_table(
-                name.as_str(),
+                TableReference::bare(name.as_str()),
                 Arc::new(EmptyTable::new(table.schema.clone())),
             );
         }
@@ -132,10 +133,10 @@ impl<'a> Planner<'a> {
             )));
         };
         let plan = self.plan_query(query, &p.windows).await?;
-        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
         self.ctx
             .register_table(
-                name,
+                TableReference::bare(name),
                 Arc::new(ViewTable::new(plan.clone(), Some(query_sql.to_string()))),
             )
             .map_err(|e| self.error(e))?;
@@ -164,7 +165,11 @@ impl<'a> Planner<'a> {
 
     async fn register_window(&mut self, call: &WindowCall) -> Result<(), SqlError> {
         let at = call.span.start;
-        let input = match self.ctx.table(call.input.as_str()).await {
+        let input = match self
+            .ctx
+            .table(TableReference::bare(call.input.as_str()))
+            .await
+        {
             Ok(df) => df.into_unoptimized_plan(),
             Err(_) => {
                 return Err(SqlError::new(
@@ -217,7 +222,10 @@ impl<'a> Planner<'a> {
         }
         let schema = windowed_schema(&schema);
         self.ctx
-            .register_table(call.relation.as_str(), Arc::new(EmptyTable::new(schema)))
+            .register_table(
+                TableReference::bare(call.relation.as_str()),
+                Arc::new(EmptyTable::new(schema)),
+            )
             .map_err(|e| self.error(e))?;
         self.windows.insert(
             call.relation.clone(),
@@ -425,6 +433,11 @@ impl<'a> Planner<'a> {
                     .collect::<Result<Vec<_>, SqlError>>()?;
                 let schema = Arc::new(agg.schema.as_arrow().clone());
                 let op = match kind {
+                    WindowKind::Session { .. } if calls.iter().any(|c| c.filter.is_some()) => {
+                        return Err(
+                            self.unsupported("FILTER (WHERE ...) in a SESSION window aggregation")
+                        )
+                    }
                     WindowKind::Session { gap } => {
                         SessionAggregate::new(gap, ws, keys, layout, calls, schema, arrow_input)
                             .map(|op| Operator::SessionAggregate(Box::new(op)))

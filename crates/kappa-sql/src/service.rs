@@ -301,7 +301,9 @@ impl SqlService {
                 state.next_id += 1;
                 let id = format!("p{}", state.next_id);
                 // plan now, so errors come back to the caller
-                let run = self.build_run(&state.catalog, &id, &parsed.sql, false)?;
+                let run = self
+                    .build_run(&state.catalog, &id, &parsed.sql, false)
+                    .map_err(|e| reposition(e, &parsed.sql, &parsed.sql, at))?;
                 let name = pipeline_name
                     .take()
                     .unwrap_or_else(|| format!("insert-into_{}", run.sink.table));
@@ -542,26 +544,33 @@ impl SqlService {
 
     /// Stops a pipeline after it has flushed its output and committed its offsets.
     pub async fn stop(&self, id: &str) -> Option<Value> {
-        let mut state = self.state.lock().await;
-        let p = state.pipelines.get_mut(id)?;
-        p.running = false;
-        let thread = stop_thread(p);
+        let thread = {
+            let mut state = self.state.lock().await;
+            let p = state.pipelines.get_mut(id)?;
+            p.running = false;
+            let _ = self.persist(&state);
+            state.pipelines.get_mut(id).and_then(stop_thread)
+        };
+        // joined without the lock: a pipeline flushing its output must not block the API
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        let _ = self.persist(&state);
+        let state = self.state.lock().await;
         state.pipelines.get(id).map(info)
     }
 
     pub async fn delete(&self, id: &str) -> bool {
-        let mut state = self.state.lock().await;
-        let Some(mut p) = state.pipelines.remove(id) else {
-            return false;
+        let thread = {
+            let mut state = self.state.lock().await;
+            let Some(mut p) = state.pipelines.remove(id) else {
+                return false;
+            };
+            let _ = self.persist(&state);
+            stop_thread(&mut p)
         };
-        if let Some(t) = stop_thread(&mut p) {
+        if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        let _ = self.persist(&state);
         true
     }
 
@@ -638,7 +647,7 @@ pub fn watermark_expr(
     } else {
         at
     };
-    let ctx = datafusion::prelude::SessionContext::new();
+    let ctx = crate::planner::session();
     let state = ctx.state();
     let schema = DFSchema::try_from(table.schema.as_ref().clone())
         .map_err(|e| SqlError::new(e.to_string(), at))?;

@@ -189,6 +189,27 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// Sends, waiting while librdkafka's queue is full (for at most a minute: the cluster is not
+/// taking writes then, and the pipeline fails rather than hang).
+fn send_retrying(
+    producer: &ThreadedProducer<SinkContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                if Instant::now() < deadline =>
+            {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
 fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {
         config.set(key, value);
@@ -269,17 +290,7 @@ impl Sink {
             if !self.keys.is_empty() {
                 record = record.key(self.keys.get(i));
             }
-            let mut record = record;
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send_retrying(&self.producer, record)?;
         }
         metrics
             .records_out
@@ -340,14 +351,28 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         .map(|(i, &p)| (p, i))
         .collect();
 
+    // the watermark committed with the offsets: windows up to it have fired and been written
+    let mut restored_watermark: Option<i64> = None;
     let committed: HashMap<i32, i64> = if run.resume || source.startup == StartupMode::GroupOffsets
     {
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             tpl.add_partition(&source.topic, p);
         }
-        consumer
-            .committed_offsets(tpl, Duration::from_secs(10))?
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        if run.resume {
+            restored_watermark = committed
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    e.metadata()
+                        .strip_prefix("kappa-watermark=")?
+                        .parse::<i64>()
+                        .ok()
+                })
+                .min();
+        }
+        committed
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
@@ -392,9 +417,17 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         _ => None,
     };
     let mut tracker = WatermarkTracker::new(partitions.len(), source.idle_timeout);
+    let mut out: Vec<RecordBatch> = Vec::new();
+    if let Some(wm) = restored_watermark {
+        tracker.restore(wm);
+        metrics.watermark_ms.store(wm, Ordering::Relaxed);
+        // nothing is open yet: this only marks the windows up to wm as fired
+        run.dataflow.on_watermark(wm, &mut out)?;
+    }
     let mut next_offsets: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
-    let mut out: Vec<RecordBatch> = Vec::new();
+    let mut last_poll_warning = Instant::now() - Duration::from_secs(60);
+    let mut reported_null_time = 0u64;
     let op_names = run.dataflow.operator_names();
     tracing::info!(pipeline = %run.id, topic = %source.topic, partitions = partitions.len(), "pipeline running");
 
@@ -406,7 +439,15 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
             match consumer.poll(wait) {
                 Some(Ok(m)) => messages.push(m),
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+                Some(Err(e)) => {
+                    // transient (a broker restarting, a connection lost): librdkafka retries
+                    if last_poll_warning.elapsed() > Duration::from_secs(10) {
+                        tracing::warn!(pipeline = %run.id, "reading '{}': {e}", source.topic);
+                        last_poll_warning = Instant::now();
+                    }
+                    break;
+                }
                 None => break,
             }
             wait = Duration::ZERO;
@@ -470,14 +511,15 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
                         if let Some(k) = m.key() {
                             record = record.key(k);
                         }
-                        if let Err((e, _)) = producer.send(record) {
-                            return Err(e.into());
-                        }
+                        send_retrying(producer, record)?;
                     }
                     (BadRecordPolicy::DeadLetter(_), None) => {}
                 }
             }
             let Some(values) = decoded.batch else {
+                if let Some(&s) = slot.get(&partition) {
+                    tracker.observe(s, None, now);
+                }
                 continue;
             };
             let rows: Vec<&BorrowedMessage<'_>> = match &decoded.rows {
@@ -510,6 +552,11 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         metrics
             .late_records_dropped
             .store(run.dataflow.stats.late_records_dropped, Ordering::Relaxed);
+        let null_time = run.dataflow.stats.null_time_dropped;
+        metrics
+            .bad_records
+            .fetch_add(null_time - reported_null_time, Ordering::Relaxed);
+        reported_null_time = null_time;
         if let Ok(mut ops) = metrics.operators.lock() {
             *ops = op_names
                 .iter()
@@ -524,14 +571,25 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
             )));
         }
         if last_commit.elapsed() >= run.commit_interval {
-            commit(&consumer, &sink, &run, &next_offsets)?;
+            commit(
+                &consumer,
+                &sink,
+                dead_letters.as_ref().map(|d| &d.1),
+                &run,
+                &next_offsets,
+                tracker.current(),
+            )?;
             last_commit = Instant::now();
         }
     }
-    if let Some((_, p)) = &dead_letters {
-        p.flush(Duration::from_secs(30))?;
-    }
-    commit(&consumer, &sink, &run, &next_offsets)?;
+    commit(
+        &consumer,
+        &sink,
+        dead_letters.as_ref().map(|d| &d.1),
+        &run,
+        &next_offsets,
+        tracker.current(),
+    )?;
     tracing::info!(pipeline = %run.id, "pipeline stopped");
     Ok(())
 }
@@ -559,18 +617,32 @@ fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
 fn commit(
     consumer: &BaseConsumer,
     sink: &Sink,
+    dead_letters: Option<&ThreadedProducer<SinkContext>>,
     run: &PipelineRun,
     next_offsets: &HashMap<i32, i64>,
+    watermark: i64,
 ) -> Result<()> {
     if next_offsets.is_empty() {
         return Ok(());
     }
     sink.flush()?;
+    if let Some(p) = dead_letters {
+        p.flush(Duration::from_secs(60))?;
+        if let Some(e) = p.context().first_error.lock().ok().and_then(|e| e.clone()) {
+            return Err(StreamError::Source(format!(
+                "writing to the dead-letter topic: {e}"
+            )));
+        }
+    }
     let pinned = run.dataflow.pinned_offsets();
     let mut tpl = TopicPartitionList::new();
     for (&p, &next) in next_offsets {
         let offset = pinned.get(&p).map_or(next, |&o| o.min(next));
-        tpl.add_partition_offset(&run.source.topic, p, Offset::Offset(offset))?;
+        let mut e = tpl.add_partition(&run.source.topic, p);
+        e.set_offset(Offset::Offset(offset))?;
+        if watermark != i64::MIN {
+            e.set_metadata(format!("kappa-watermark={watermark}"));
+        }
     }
     consumer.commit(&tpl, CommitMode::Sync)?;
     Ok(())

@@ -32,6 +32,14 @@ impl WatermarkTracker {
         }
     }
 
+    /// Resumes from a watermark committed before a restart.
+    pub fn restore(&mut self, watermark: i64) {
+        self.current = self.current.max(watermark);
+        for p in &mut self.partitions {
+            p.watermark = p.watermark.max(watermark);
+        }
+    }
+
     pub fn current(&self) -> i64 {
         self.current
     }

@@ -39,11 +39,9 @@ impl WindowKind {
             }
             WindowKind::Cumulate { step, size } => {
                 let start = t - t.rem_euclid(size);
-                let mut end = start + step;
+                let mut end = t - t.rem_euclid(step) + step;
                 while end <= start + size {
-                    if end > t {
-                        out.push((start, end));
-                    }
+                    out.push((start, end));
                     end += step;
                 }
             }
@@ -64,6 +62,16 @@ impl WindowKind {
             }
             WindowKind::Cumulate { step, .. } => t - t.rem_euclid(step) + step,
             WindowKind::Session { gap } => t + gap,
+        }
+    }
+
+    /// The longest span of time a window covers (bounds the arithmetic on event times).
+    pub fn extent(&self) -> i64 {
+        match *self {
+            WindowKind::Tumble { size }
+            | WindowKind::Hop { size, .. }
+            | WindowKind::Cumulate { size, .. } => size,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -101,7 +109,8 @@ pub fn event_times(column: &ArrayRef) -> Result<TimestampMillisecondArray> {
 }
 
 /// Assigns windows (TUMBLE, HOP, CUMULATE) to rows, repeating a row once per window it is in.
-/// With `drop_late`, a row whose first window has already fired is dropped and counted.
+/// With `drop_late`, windows that have already fired are left out; a row with none left is
+/// dropped and counted as late.
 pub struct WindowAssign {
     pub kind: WindowKind,
     pub time_column: usize,
@@ -140,16 +149,31 @@ impl WindowAssign {
                 continue;
             }
             let t = times.value(row);
-            if self.drop_late && self.kind.first_end(t) - 1 <= watermark {
-                late += 1;
+            // times this close to the ends of i64 have no window end
+            if t.checked_add(self.kind.extent()).is_none()
+                || t.checked_sub(self.kind.extent()).is_none()
+            {
+                null_time += 1;
                 continue;
             }
             self.windows.clear();
             self.kind.assign(t, &mut self.windows);
+            // as Flink: a row joins the windows that have not fired yet, and is late (dropped
+            // and counted) only when every window it belongs to has fired; a session's
+            // lateness is decided by the session aggregation, after merging
+            let drop_fired = self.drop_late && !matches!(self.kind, WindowKind::Session { .. });
+            let mut kept = 0;
             for &(s, e) in &self.windows {
+                if drop_fired && e - 1 <= watermark {
+                    continue;
+                }
                 indices.push(row as u32);
                 starts.push(s);
                 ends.push(e);
+                kept += 1;
+            }
+            if kept == 0 {
+                late += 1;
             }
         }
         if indices.is_empty() {
@@ -256,5 +280,29 @@ mod tests {
         let b = out.batch.unwrap();
         assert_eq!(b.num_rows(), 1);
         assert_eq!(b.schema().field(1).name(), "window_start");
+
+        // HOP: a row late for its oldest window still joins the windows that are open
+        let mut hop = WindowAssign::new(
+            WindowKind::Hop {
+                slide: 10,
+                size: 20,
+            },
+            0,
+            &schema,
+            true,
+        );
+        let out = hop.process(&batch, 19).unwrap();
+        assert_eq!(out.late, 1, "only t=5 has no open window left");
+        let b = out.batch.unwrap();
+        let starts = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(
+            starts.values().to_vec(),
+            vec![10, 20, 10],
+            "t=15 joins [10,30); t=25 joins [20,40) and [10,30)"
+        );
     }
 }

@@ -149,7 +149,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         kafka = %kafka_addr,
         http = %http_addr,
         data_dir = %data_dir.display(),
-        "kappa dev is ready: Kafka on {kafka_addr}, HTTP (/metrics, /health) on http://{http_addr}"
+        "kappa dev is ready: Kafka on {kafka_addr}, HTTP (/v1/sql, /v1/pipelines, /metrics, /health) on http://{http_addr}"
     );
 
     wait_for_signal().await;
