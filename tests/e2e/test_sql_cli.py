@@ -29,7 +29,7 @@ def test_sql_script_with_csv_source_keyed_json_sink_and_pipeline_commands(kappa,
                 'scan.startup.mode' = 'earliest-offset');
         CREATE TABLE priced (id BIGINT, label STRING, price_x2 BIGINT, part INT)
           WITH ('connector' = 'kafka', 'topic' = '{out}', 'format' = 'json',
-                'key.format' = 'json', 'key.fields' = 'id');
+                'key.format' = 'json', 'key.fields' = 'id', 'value.fields-include' = 'EXCEPT_KEY');
         SET 'pipeline.name' = 'csv-to-json';
         INSERT INTO priced SELECT id, CONCAT(name, '!'), price * 2, part FROM items WHERE id % 2 = 0;
     """)
@@ -42,6 +42,7 @@ def test_sql_script_with_csv_source_keyed_json_sink_and_pipeline_commands(kappa,
         i = key["id"]
         assert value["label"] == f"item-{i}!" and value["price_x2"] == i * 20
         assert value["part"] in (0, 1)
+        assert "id" not in value  # EXCEPT_KEY: the key's fields are only in the key
 
     listed = kappa_cli(kappa, "pipeline", "list").stdout
     line = next(l for l in listed.splitlines() if "csv-to-json" in l)

@@ -48,6 +48,8 @@ pub struct KafkaOptions {
     pub format: FormatKind,
     pub csv_delimiter: u8,
     pub key: Option<(FormatKind, Vec<String>)>,
+    /// `'value.fields-include' = 'EXCEPT_KEY'`: the value leaves out the key's fields.
+    pub value_except_key: bool,
     pub startup: StartupMode,
     pub idle_timeout: Option<Duration>,
     pub group_id: Option<String>,
@@ -279,7 +281,26 @@ fn kafka_options(def: &CreateTable, schema: &SchemaRef) -> Result<KafkaOptions, 
         })
         .filter(|(k, _)| k != "group.id")
         .collect();
+    let value_except_key = match o
+        .get("value.fields-include")
+        .map(|v| v.to_ascii_uppercase())
+    {
+        None => false,
+        Some(v) if v == "ALL" => false,
+        Some(v) if v == "EXCEPT_KEY" => {
+            if key.is_none() {
+                return Err("'value.fields-include' = 'EXCEPT_KEY' needs 'key.fields'".into());
+            }
+            true
+        }
+        Some(v) => {
+            return Err(format!(
+                "'value.fields-include' must be ALL or EXCEPT_KEY, not '{v}'"
+            ))
+        }
+    };
     Ok(KafkaOptions {
+        value_except_key,
         topic,
         format,
         csv_delimiter,

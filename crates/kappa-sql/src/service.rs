@@ -435,6 +435,15 @@ impl SqlService {
         let source = catalog.tables.get(&lowered.source).ok_or_else(|| {
             SqlError::new(format!("table '{}' does not exist", lowered.source), at)
         })?;
+        if source.connector.value_except_key {
+            return Err(SqlError::new(
+                format!(
+                    "reading '{}' with 'value.fields-include' = 'EXCEPT_KEY' (fields from the message key) is not supported yet",
+                    source.def.name
+                ),
+                at,
+            ));
+        }
         let (source_columns, value_schema) = source_layout(source);
         let watermark = watermark_expr(source, at)?;
         let source_spec = SourceSpec {
@@ -470,7 +479,14 @@ impl SqlService {
             format: sink.connector.format,
             csv_delimiter: sink.connector.csv_delimiter,
             schema: sink.schema.clone(),
-            value_columns: (0..sink.schema.fields().len()).collect(),
+            value_columns: (0..sink.schema.fields().len())
+                .filter(|i| {
+                    let in_key = key
+                        .as_ref()
+                        .is_some_and(|(_, cols): &(_, Vec<usize>)| cols.contains(i));
+                    !(sink.connector.value_except_key && in_key)
+                })
+                .collect(),
             key,
             event_time_column,
         };
