@@ -40,7 +40,7 @@ impl PipelineMetrics {
         }
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_sum_micros
-            .fetch_add(ms.max(0) as u64 * 1000, Relaxed);
+            .fetch_add((ms.max(0) as u64).saturating_mul(1000), Relaxed);
     }
 
     pub fn watermark(&self) -> Option<i64> {

@@ -299,7 +299,7 @@ impl Sink {
             if let Ok(times) = event_times(batch.column(c)) {
                 let now = chrono::Utc::now().timestamp_millis();
                 for t in times.iter().flatten() {
-                    metrics.observe_latency_ms(now - t);
+                    metrics.observe_latency_ms(now.saturating_sub(t));
                 }
             }
         }
@@ -528,10 +528,20 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
             };
             let batch = assemble(source, &values, &rows, partition)?;
             let candidate = match &source.watermark {
-                Some(expr) => {
-                    let wm = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    max(&event_times(&wm)?)
-                }
+                Some(expr) => match expr
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(StreamError::from)
+                    .and_then(|wm| event_times(&wm))
+                {
+                    Ok(times) => max(&times),
+                    // e.g. an event time so far out that `ts - INTERVAL` overflows: this batch
+                    // does not move the watermark; the window operators drop such rows
+                    Err(e) => {
+                        tracing::warn!(pipeline = %run.id, "WATERMARK expression: {e}");
+                        None
+                    }
+                },
                 None => None,
             };
             let current = tracker.current();

@@ -215,6 +215,8 @@ async fn shell(server: &str) -> anyhow::Result<()> {
     }
     println!("Kappa SQL shell on {server}. End statements with ';'. Ctrl-D quits.");
     let mut buffer = String::new();
+    // SET applies to the rest of the session, as in Flink's SQL client: each request carries them
+    let mut settings = String::new();
     loop {
         let prompt = if buffer.is_empty() {
             "kappa> "
@@ -228,8 +230,14 @@ async fn shell(server: &str) -> anyhow::Result<()> {
                 if line.trim_end().ends_with(';') {
                     let statement = std::mem::take(&mut buffer);
                     let _ = editor.add_history_entry(statement.trim());
-                    if let Err(e) = submit(server, &statement).await {
-                        eprintln!("[ERROR] {e:#}");
+                    let is_set = statement
+                        .trim_start()
+                        .to_ascii_uppercase()
+                        .starts_with("SET ");
+                    match submit(server, &format!("{settings}{statement}")).await {
+                        Ok(true) if is_set => settings.push_str(&statement),
+                        Ok(_) => {}
+                        Err(e) => eprintln!("[ERROR] {e:#}"),
                     }
                 }
             }
