@@ -775,3 +775,27 @@ def test_windowed_pipeline_across_a_kappa_restart_gives_each_window_once_and_who
     assert_same_rows(got, expected, [("window_start", "ts"), ("window_end", "ts"), ("auction", "int"),
                                      ("num_bids", "int"), ("total", "int")])
     assert get_pipeline(kappa, pid)["state"] == "RUNNING"
+
+
+def test_idle_partition_stops_holding_the_watermark_back(kappa):
+    """Data on one partition of two: without an idle timeout the empty partition holds the
+    watermark back and no window fires (as in Flink); with 'scan.watermark.idle-timeout' the
+    windows fire."""
+    src, out_idle, out_strict = unique("bids"), unique("out"), unique("out")
+    create_topics(kappa, {src: 2, out_idle: 1, out_strict: 1})
+    bids = gen_bids(77, n=300)
+    produce(kappa, src, [(0, bid_json(b)) for b in sorted(bids, key=lambda b: b["ts"])] + [sentinels()[0]])
+    cols = "window_start TIMESTAMP(3), window_end TIMESTAMP(3), n BIGINT"
+    query = ("SELECT window_start, window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(date_time), "
+             "INTERVAL '10' SECOND)) GROUP BY window_start, window_end")
+    sql(kappa, ";\n".join([
+        bids_ddl("idle_bids", src, options=",\n 'scan.watermark.idle-timeout' = '1 s'"),
+        bids_ddl("strict_bids", src),
+        sink_ddl("idle_out", out_idle, cols), sink_ddl("strict_out", out_strict, cols),
+        "INSERT INTO idle_out " + query.format(t="idle_bids"),
+        "INSERT INTO strict_out " + query.format(t="strict_bids")]))
+    expected = oracle(bids, "SELECT epoch_ms(ws), epoch_ms(ws + 10000), count(*) FROM "
+                            "(SELECT *, (epoch_ms(date_time) // 10000) * 10000 AS ws FROM bids) GROUP BY ALL")
+    got = read_rows(kappa, out_idle, expected=len(expected), timeout=60)
+    assert_same_rows(got, expected, [("window_start", "ts"), ("window_end", "ts"), ("n", "int")])
+    assert read_rows(kappa, out_strict, settle=2.0) == []

@@ -63,14 +63,20 @@ impl WatermarkTracker {
     /// Recomputes the pipeline's watermark; returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let mut min: Option<i64> = None;
+        let mut max_idle: Option<i64> = None;
         for p in &self.partitions {
             let idle = self
                 .idle_timeout
                 .is_some_and(|t| now.saturating_duration_since(p.last_record) >= t);
-            if !idle {
+            if idle {
+                max_idle = Some(max_idle.map_or(p.watermark, |m| m.max(p.watermark)));
+            } else {
                 min = Some(min.map_or(p.watermark, |m| m.min(p.watermark)));
             }
         }
+        // all idle: the largest watermark stands (as Flink's watermark valve does), so the
+        // last windows of a stream that has gone quiet still fire
+        let min = min.or(max_idle);
         match min {
             Some(m) if m > self.current => {
                 self.current = m;
@@ -104,6 +110,12 @@ mod tests {
             w.advance(start + Duration::from_secs(6)),
             Some(300),
             "partition 1 idle"
+        );
+        w.observe(1, Some(400), start + Duration::from_secs(7));
+        assert_eq!(
+            w.advance(start + Duration::from_secs(20)),
+            Some(400),
+            "all idle: the largest"
         );
         let mut strict = WatermarkTracker::new(2, None);
         strict.observe(0, Some(100), start);
