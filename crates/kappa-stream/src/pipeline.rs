@@ -328,6 +328,10 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         .set("enable.auto.offset.store", "false")
         .set("topic.metadata.refresh.interval.ms", "1000");
     set_default(&mut config, "auto.offset.reset", "earliest");
+    // larger fetches than librdkafka's 1 MiB per partition: a pipeline reads in bulk
+    set_default(&mut config, "max.partition.fetch.bytes", "10485760");
+    set_default(&mut config, "fetch.max.bytes", "52428800");
+    set_default(&mut config, "queued.max.messages.kbytes", "262144");
     let consumer: BaseConsumer = config.create()?;
     // a source topic that does not exist yet is waited for, as a consumer subscribing to it would
     let mut warned = false;
