@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, DateTimeField, Expr, Ident, ObjectName, Query, Statement as SqlStatement, Value,
+    DataType, DateTimeField, Expr, Ident, ObjectName, Query, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -473,14 +473,7 @@ fn create_table(
             }
         } else {
             let name: Ident = p.parse_identifier().map_err(|e| err_at(p, e))?;
-            if p.peek_token().token
-                == Token::Word(Word {
-                    value: "AS".into(),
-                    quote_style: None,
-                    keyword: Keyword::AS,
-                })
-                || matches!(p.peek_token().token, Token::Word(ref w) if w.keyword == Keyword::AS)
-            {
+            if matches!(p.peek_token().token, Token::Word(ref w) if w.keyword == Keyword::AS) {
                 return Err(SqlError::new(
                     format!("computed column '{}' is not supported yet", name.value),
                     name.span.start,
@@ -917,11 +910,6 @@ pub fn interval_millis(e: &Expr) -> Result<i64, String> {
         );
     }
     Ok((amount * unit_ms).round() as i64)
-}
-
-/// sqlparser's own statement parser, for the query part of `Statement::Select`.
-pub fn query_statement(query: Box<Query>) -> SqlStatement {
-    SqlStatement::Query(query)
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! Decoding takes a whole batch of messages at once; only when that fails does it look at
 //! messages one by one to tell the bad ones from the good.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::arrow::json::writer::{make_encoder, EncoderOptions, NullableEncoder};
@@ -339,16 +337,12 @@ impl RecordEncoder {
     }
 }
 
-/// Columns `indices` of `schema`, as a schema of their own.
-pub fn project_schema(schema: &SchemaRef, indices: &[usize]) -> Result<SchemaRef> {
-    Ok(Arc::new(schema.project(indices)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use std::sync::Arc;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

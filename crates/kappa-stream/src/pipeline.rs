@@ -318,12 +318,22 @@ impl Sink {
     }
 }
 
-fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
+fn run_pipeline(run: PipelineRun, control: &PipelineControl) -> Result<()> {
+    let PipelineRun {
+        id,
+        group_id,
+        source,
+        mut dataflow,
+        sink,
+        resume,
+        max_batch,
+        commit_interval,
+    } = run;
     let metrics = control.metrics.clone();
-    let source = &run.source;
+    let source = &source;
     let mut config = client_config(&source.properties);
     config
-        .set("group.id", &run.group_id)
+        .set("group.id", &group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("topic.metadata.refresh.interval.ms", "1000");
@@ -344,7 +354,7 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
             return Ok(());
         }
         if !warned {
-            tracing::warn!(pipeline = %run.id, topic = %source.topic, "waiting for the source topic to exist");
+            tracing::warn!(pipeline = %id, topic = %source.topic, "waiting for the source topic to exist");
             warned = true;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -357,14 +367,13 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
 
     // the watermark committed with the offsets: windows up to it have fired and been written
     let mut restored_watermark: Option<i64> = None;
-    let committed: HashMap<i32, i64> = if run.resume || source.startup == StartupMode::GroupOffsets
-    {
+    let committed: HashMap<i32, i64> = if resume || source.startup == StartupMode::GroupOffsets {
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             tpl.add_partition(&source.topic, p);
         }
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-        if run.resume {
+        if resume {
             restored_watermark = committed
                 .elements()
                 .iter()
@@ -410,7 +419,7 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         source.value_schema.clone(),
         source.csv_delimiter,
     )?;
-    let mut sink = Sink::new(std::mem::replace(&mut run.sink, placeholder_sink()))?;
+    let mut sink = Sink::new(sink)?;
     let dead_letters: Option<(String, ThreadedProducer<SinkContext>)> = match &source.bad_records {
         BadRecordPolicy::DeadLetter(topic) => Some((
             topic.clone(),
@@ -426,20 +435,20 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         tracker.restore(wm);
         metrics.watermark_ms.store(wm, Ordering::Relaxed);
         // nothing is open yet: this only marks the windows up to wm as fired
-        run.dataflow.on_watermark(wm, &mut out)?;
+        dataflow.on_watermark(wm, &mut out)?;
     }
     let mut next_offsets: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
     let mut last_poll_warning = Instant::now() - Duration::from_secs(60);
     let mut reported_null_time = 0u64;
-    let op_names = run.dataflow.operator_names();
-    tracing::info!(pipeline = %run.id, topic = %source.topic, partitions = partitions.len(), "pipeline running");
+    let op_names = dataflow.operator_names();
+    tracing::info!(pipeline = %id, topic = %source.topic, partitions = partitions.len(), "pipeline running");
 
     while !control.stop.load(Ordering::Relaxed) {
         // one poll round: up to max_batch messages, grouped by partition in arrival order
         let mut messages: Vec<BorrowedMessage<'_>> = Vec::new();
         let mut wait = Duration::from_millis(100);
-        while messages.len() < run.max_batch {
+        while messages.len() < max_batch {
             match consumer.poll(wait) {
                 Some(Ok(m)) => messages.push(m),
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -447,7 +456,7 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
                 Some(Err(e)) => {
                     // transient (a broker restarting, a connection lost): librdkafka retries
                     if last_poll_warning.elapsed() > Duration::from_secs(10) {
-                        tracing::warn!(pipeline = %run.id, "reading '{}': {e}", source.topic);
+                        tracing::warn!(pipeline = %id, "reading '{}': {e}", source.topic);
                         last_poll_warning = Instant::now();
                     }
                     break;
@@ -542,15 +551,14 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
                     // e.g. an event time so far out that `ts - INTERVAL` overflows: this batch
                     // does not move the watermark; the window operators drop such rows
                     Err(e) => {
-                        tracing::warn!(pipeline = %run.id, "WATERMARK expression: {e}");
+                        tracing::warn!(pipeline = %id, "WATERMARK expression: {e}");
                         None
                     }
                 },
                 None => None,
             };
             let current = tracker.current();
-            run.dataflow
-                .process(batch, Some((partition, first_offset)), current, &mut out)?;
+            dataflow.process(batch, Some((partition, first_offset)), current, &mut out)?;
             if let Some(&s) = slot.get(&partition) {
                 tracker.observe(s, candidate, now);
             }
@@ -558,15 +566,15 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         drop(messages);
         if let Some(wm) = tracker.advance(now) {
             metrics.watermark_ms.store(wm, Ordering::Relaxed);
-            run.dataflow.on_watermark(wm, &mut out)?;
+            dataflow.on_watermark(wm, &mut out)?;
         }
         for batch in out.drain(..) {
             sink.write(&batch, &metrics)?;
         }
         metrics
             .late_records_dropped
-            .store(run.dataflow.stats.late_records_dropped, Ordering::Relaxed);
-        let null_time = run.dataflow.stats.null_time_dropped;
+            .store(dataflow.stats.late_records_dropped, Ordering::Relaxed);
+        let null_time = dataflow.stats.null_time_dropped;
         metrics
             .bad_records
             .fetch_add(null_time - reported_null_time, Ordering::Relaxed);
@@ -574,7 +582,7 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         if let Ok(mut ops) = metrics.operators.lock() {
             *ops = op_names
                 .iter()
-                .zip(&run.dataflow.stats.busy)
+                .zip(&dataflow.stats.busy)
                 .map(|(n, d)| (n.clone(), d.as_nanos() as u64))
                 .collect();
         }
@@ -584,12 +592,13 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
                 sink.spec.topic
             )));
         }
-        if last_commit.elapsed() >= run.commit_interval {
+        if last_commit.elapsed() >= commit_interval {
             commit(
                 &consumer,
                 &sink,
                 dead_letters.as_ref().map(|d| &d.1),
-                &run,
+                &source.topic,
+                &dataflow,
                 &next_offsets,
                 tracker.current(),
             )?;
@@ -600,11 +609,12 @@ fn run_pipeline(mut run: PipelineRun, control: &PipelineControl) -> Result<()> {
         &consumer,
         &sink,
         dead_letters.as_ref().map(|d| &d.1),
-        &run,
+        &source.topic,
+        &dataflow,
         &next_offsets,
         tracker.current(),
     )?;
-    tracing::info!(pipeline = %run.id, "pipeline stopped");
+    tracing::info!(pipeline = %id, "pipeline stopped");
     Ok(())
 }
 
@@ -632,7 +642,8 @@ fn commit(
     consumer: &BaseConsumer,
     sink: &Sink,
     dead_letters: Option<&ThreadedProducer<SinkContext>>,
-    run: &PipelineRun,
+    topic: &str,
+    dataflow: &Dataflow,
     next_offsets: &HashMap<i32, i64>,
     watermark: i64,
 ) -> Result<()> {
@@ -648,11 +659,11 @@ fn commit(
             )));
         }
     }
-    let pinned = run.dataflow.pinned_offsets();
+    let pinned = dataflow.pinned_offsets();
     let mut tpl = TopicPartitionList::new();
     for (&p, &next) in next_offsets {
         let offset = pinned.get(&p).map_or(next, |&o| o.min(next));
-        let mut e = tpl.add_partition(&run.source.topic, p);
+        let mut e = tpl.add_partition(topic, p);
         e.set_offset(Offset::Offset(offset))?;
         if watermark != i64::MIN {
             e.set_metadata(format!("kappa-watermark={watermark}"));
@@ -660,20 +671,6 @@ fn commit(
     }
     consumer.commit(&tpl, CommitMode::Sync)?;
     Ok(())
-}
-
-fn placeholder_sink() -> SinkSpec {
-    SinkSpec {
-        table: String::new(),
-        topic: String::new(),
-        properties: Vec::new(),
-        format: FormatKind::Raw,
-        csv_delimiter: b',',
-        schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
-        value_columns: Vec::new(),
-        key: None,
-        event_time_column: None,
-    }
 }
 
 /// The source table's batch: decoded value columns and Kafka metadata, in table order.
