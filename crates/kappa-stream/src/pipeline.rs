@@ -342,6 +342,9 @@ fn run_pipeline(run: PipelineRun, control: &PipelineControl) -> Result<()> {
     set_default(&mut config, "max.partition.fetch.bytes", "10485760");
     set_default(&mut config, "fetch.max.bytes", "52428800");
     set_default(&mut config, "queued.max.messages.kbytes", "262144");
+    // librdkafka waits a whole second (its default) before fetching again once its local
+    // queue is full; a pipeline drains that queue in well under that, then would sit idle
+    set_default(&mut config, "fetch.queue.backoff.ms", "10");
     let consumer: BaseConsumer = config.create()?;
     // a source topic that does not exist yet is waited for, as a consumer subscribing to it would
     let mut warned = false;
