@@ -38,6 +38,37 @@ impl AggregateCall {
     }
 }
 
+/// Evaluates a grouped aggregation's inputs on a batch: the group keys as comparable rows
+/// (`None` without keys) and each call's argument columns.
+pub(crate) fn evaluate_inputs(
+    keys: &[Arc<dyn PhysicalExpr>],
+    converter: &RowConverter,
+    calls: &[AggregateCall],
+    batch: &RecordBatch,
+) -> Result<(Option<Rows>, Vec<Vec<ArrayRef>>)> {
+    let n = batch.num_rows();
+    let key_arrays = keys
+        .iter()
+        .map(|k| k.evaluate(batch)?.into_array(n))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let key_rows = if key_arrays.is_empty() {
+        None
+    } else {
+        Some(converter.convert_columns(&key_arrays)?)
+    };
+    let values = calls
+        .iter()
+        .map(|call| {
+            call.function
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok((key_rows, values))
+}
+
 /// Where each output group column comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupColumn {
@@ -128,26 +159,9 @@ impl WindowAggregate {
         }
         let starts = event_times(batch.column(self.window_start))?;
         let ends = event_times(batch.column(self.window_end))?;
-        let key_arrays = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(n))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let key_rows = if key_arrays.is_empty() {
-            None
-        } else {
-            Some(self.converter.convert_columns(&key_arrays)?)
-        };
-        let mut values: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
+        let (key_rows, values) = evaluate_inputs(&self.keys, &self.converter, &self.calls, batch)?;
         let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.calls.len());
         for call in &self.calls {
-            values.push(
-                call.function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(n))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?,
-            );
             filters.push(match &call.filter {
                 Some(f) => Some(
                     f.evaluate(batch)?

@@ -15,7 +15,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::aggregate::{AggregateCall, GroupColumn};
+use crate::aggregate::{evaluate_inputs, AggregateCall, GroupColumn};
 use crate::error::Result;
 use crate::window::event_times;
 
@@ -100,26 +100,7 @@ impl SessionAggregate {
             return Ok(());
         }
         let times = event_times(batch.column(self.time_column))?;
-        let key_arrays = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(n))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let key_rows = if key_arrays.is_empty() {
-            None
-        } else {
-            Some(self.converter.convert_columns(&key_arrays)?)
-        };
-        let mut values: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
-        for call in &self.calls {
-            values.push(
-                call.function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(n))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?,
-            );
-        }
+        let (key_rows, values) = evaluate_inputs(&self.keys, &self.converter, &self.calls, batch)?;
         // rows waiting to be folded into each session, by (key, session index)
         let mut pending: HashMap<(Vec<u8>, usize), Vec<u32>> = HashMap::new();
         for row in 0..n {
