@@ -38,6 +38,18 @@ impl AggregateCall {
     }
 }
 
+/// Encodes group keys of these types as comparable byte rows.
+pub(crate) fn key_converter(
+    keys: &[Arc<dyn PhysicalExpr>],
+    input_schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<RowConverter> {
+    let fields = keys
+        .iter()
+        .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
 /// Evaluates a grouped aggregation's inputs on a batch: the group keys as comparable rows
 /// (`None` without keys) and each call's argument columns.
 pub(crate) fn evaluate_inputs(
@@ -111,10 +123,7 @@ impl WindowAggregate {
         schema: SchemaRef,
         input_schema: &datafusion::arrow::datatypes::Schema,
     ) -> Result<Self> {
-        let fields = keys
-            .iter()
-            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let converter = key_converter(&keys, input_schema)?;
         Ok(WindowAggregate {
             window_start,
             window_end,
@@ -122,7 +131,7 @@ impl WindowAggregate {
             layout,
             calls,
             schema,
-            converter: RowConverter::new(fields)?,
+            converter,
             windows: BTreeMap::new(),
             fired_through: i64::MIN,
             late: 0,

@@ -10,12 +10,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::aggregate::{evaluate_inputs, AggregateCall, GroupColumn};
+use crate::aggregate::{evaluate_inputs, key_converter, AggregateCall, GroupColumn};
 use crate::error::Result;
 use crate::window::event_times;
 
@@ -53,10 +53,7 @@ impl SessionAggregate {
         schema: SchemaRef,
         input_schema: &Schema,
     ) -> Result<Self> {
-        let fields = keys
-            .iter()
-            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let converter = key_converter(&keys, input_schema)?;
         Ok(SessionAggregate {
             gap,
             time_column,
@@ -64,7 +61,7 @@ impl SessionAggregate {
             layout,
             calls,
             schema,
-            converter: RowConverter::new(fields)?,
+            converter,
             sessions: HashMap::new(),
             fired_through: i64::MIN,
             late: 0,
