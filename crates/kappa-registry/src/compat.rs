@@ -1,0 +1,1 @@
+//! Compatibility levels and the check of a new schema against a subject's history.

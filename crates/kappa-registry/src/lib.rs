@@ -1,0 +1,9 @@
+//! Kappa's schema registry: Avro, JSON Schema and Protobuf schemas with versions, references
+//! and compatibility rules, served over Confluent Schema Registry's REST API and stored in a
+//! compacted `_schemas` topic that it reaches through the Kafka protocol.
+
+pub mod avro;
+pub mod compat;
+pub mod json_schema;
+pub mod protobuf;
+pub mod schema;
