@@ -14,7 +14,7 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 
 echo "disk: $(dd if=/dev/zero of="$dir/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)"
 rm -f "$dir/dd"
-"$kappa" dev --data-dir "$dir/data" --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:0 >"$dir/kappa.log" 2>&1 &
+"$kappa" dev --data-dir "$dir/data" --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:0 --registry-listen 127.0.0.1:0 >"$dir/kappa.log" 2>&1 &
 pid=$!
 sleep 1
 b="--bootstrap-server 127.0.0.1:$port"

@@ -16,7 +16,7 @@ kport=19492
 hport=19493
 server="--server http://127.0.0.1:$hport"
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-"$kappa" dev --data-dir "$dir/data" --kafka-listen 127.0.0.1:$kport --http-listen 127.0.0.1:$hport >"$dir/kappa.log" 2>&1 &
+"$kappa" dev --data-dir "$dir/data" --kafka-listen 127.0.0.1:$kport --http-listen 127.0.0.1:$hport --registry-listen 127.0.0.1:0 >"$dir/kappa.log" 2>&1 &
 pid=$!
 sleep 1
 "$kappa" bench nexmark --bootstrap-server 127.0.0.1:$kport --events "$events" --partitions 4

@@ -27,8 +27,24 @@ class Kappa:
         self.log_path = Path(log_path)
         self.kafka_port = free_port()
         self.http_port = free_port()
+        self.registry_port = free_port()
         self.extra_args = list(extra_args)
         self.proc = None
+
+    @property
+    def registry_url(self):
+        return f"http://127.0.0.1:{self.registry_port}"
+
+    def wait_registry(self, timeout=30):
+        """The registry answers once it has read its topic; wait for that."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.registry_url + "/subjects", timeout=5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("schema registry did not answer: " + self.log())
 
     @property
     def bootstrap(self):
@@ -39,7 +55,8 @@ class Kappa:
         self.proc = subprocess.Popen(
             [KAPPA_BIN, "dev", "--data-dir", str(self.data_dir),
              "--kafka-listen", self.bootstrap,
-             "--http-listen", f"127.0.0.1:{self.http_port}", *self.extra_args],
+             "--http-listen", f"127.0.0.1:{self.http_port}",
+             "--registry-listen", f"127.0.0.1:{self.registry_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 30

@@ -18,6 +18,9 @@ impl ProtobufSchema {
     pub fn normalized(&self) -> String {
         self.canonical.clone()
     }
+    pub fn serialized(&self) -> String {
+        self.canonical.clone()
+    }
 }
 
 pub fn incompatibilities(_reader: &ProtobufSchema, _writer: &ProtobufSchema) -> Vec<String> {

@@ -62,6 +62,8 @@ pub enum BenchCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Requests per second against a schema registry: registrations, then GET /schemas/ids/{id}.
+    Registry(crate::bench_registry::RegistryBenchArgs),
     /// Generate Nexmark events (persons, auctions, bids as JSON) into three topics, keyed by
     /// person id, auction id and the bid's auction; see bench/nexmark/*.sql for the queries.
     Nexmark {
@@ -228,6 +230,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             })
             .await??;
         }
+        BenchCommand::Registry(args) => crate::bench_registry::run(args).await?,
         BenchCommand::Nexmark {
             events,
             rate,

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kappa_broker::{Broker, BrokerConfig};
+use kappa_registry::{Registry, RegistryConfig};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -30,6 +31,9 @@ pub struct DevArgs {
     /// HTTP listener for /metrics and /health [default: 127.0.0.1:8080]
     #[arg(long, env = "KAPPA_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Schema registry listener (Confluent's REST API) [default: 127.0.0.1:8081]
+    #[arg(long, env = "KAPPA_REGISTRY_LISTEN")]
+    registry_listen: Option<String>,
     /// Partitions of auto-created topics [default: 1]
     #[arg(long, env = "KAPPA_NUM_PARTITIONS")]
     num_partitions: Option<i32>,
@@ -47,6 +51,7 @@ pub struct DevArgs {
 struct FileConfig {
     broker: BrokerConfig,
     http: HttpConfig,
+    registry: RegistryConfig,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +68,7 @@ impl Default for HttpConfig {
     }
 }
 
-fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig)> {
+fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig, RegistryConfig)> {
     let mut file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -101,11 +106,14 @@ fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig)> {
     if let Some(v) = args.http_listen {
         file.http.listen = v;
     }
-    Ok((file.broker, file.http))
+    if let Some(v) = args.registry_listen {
+        file.registry.listen = v;
+    }
+    Ok((file.broker, file.http, file.registry))
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let (mut broker_config, http_config) = load(args)?;
+    let (mut broker_config, http_config, registry_config) = load(args)?;
     let kafka_listener = tokio::net::TcpListener::bind(&broker_config.listen)
         .await
         .with_context(|| format!("binding the Kafka listener on {}", broker_config.listen))?;
@@ -116,6 +124,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP listener on {}", http_config.listen))?;
     let http_addr = http_listener.local_addr()?;
+    let registry_listener = tokio::net::TcpListener::bind(&registry_config.listen)
+        .await
+        .with_context(|| format!("binding the schema registry listener on {}", registry_config.listen))?;
+    let registry_addr = registry_listener.local_addr()?;
 
     let data_dir = broker_config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config))
@@ -128,6 +140,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let sql = kappa_sql::service::SqlService::open(data_dir.clone(), kafka_addr.to_string())
         .await
         .with_context(|| format!("opening the SQL catalog in {}", data_dir.display()))?;
+    // the registry, too, keeps its schemas in a topic it reaches through the Kafka protocol
+    let registry = Registry::open(&kafka_addr.to_string(), registry_config)
+        .await
+        .context("opening the schema registry")?;
+    let mut registry_shutdown = shutdown_rx.clone();
+    let registry_app = kappa_registry::api::router(registry);
+    let registry_http = tokio::spawn(async move {
+        axum::serve(registry_listener, registry_app)
+            .with_graceful_shutdown(async move {
+                let _ = registry_shutdown.changed().await;
+            })
+            .await
+    });
     let app_state = AppState {
         broker: broker.clone(),
         sql: sql.clone(),
@@ -148,8 +173,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(
         kafka = %kafka_addr,
         http = %http_addr,
+        registry = %registry_addr,
         data_dir = %data_dir.display(),
-        "kappa dev is ready: Kafka on {kafka_addr}, HTTP (/v1/sql, /v1/pipelines, /metrics, /health) on http://{http_addr}"
+        "kappa dev is ready: Kafka on {kafka_addr}, HTTP (/v1/sql, /v1/pipelines, /metrics, /health) on http://{http_addr}, schema registry on http://{registry_addr}"
     );
 
     wait_for_signal().await;
@@ -158,6 +184,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = kafka.await;
     let _ = http.await;
+    let _ = registry_http.await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.topics.close()).await?;
     tracing::info!("stopped cleanly");

@@ -2,11 +2,13 @@
 //! Kafka clients (they work against Kappa or any Kafka cluster).
 
 mod bench;
+mod bench_registry;
 mod client;
 mod dev;
 mod group;
 mod http_sql;
 mod nexmark;
+mod schema;
 mod sql;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,9 @@ enum Command {
     /// List, describe, stop, start and delete SQL pipelines.
     #[command(subcommand)]
     Pipeline(sql::PipelineCommand),
+    /// Register, get, list, delete and check schemas in the schema registry.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => client::consume(args).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Schema(cmd) => schema::run(cmd).await,
             Command::Sql(args) => sql::sql(args).await,
             Command::Pipeline(cmd) => sql::pipeline(cmd).await,
         }

@@ -48,7 +48,7 @@ pub struct IdArg {
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.
-async fn http(
+pub(crate) async fn http(
     server: &str,
     method: &str,
     path: &str,

@@ -1,0 +1,292 @@
+//! The registry's state as rebuilt from the `_schemas` records: schemas by id, subjects and
+//! their versions, compatibility and mode settings. Applying a record is the only way it
+//! changes, on start (replay) and after each write is acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use crate::compat::CompatibilityLevel;
+use crate::records::{
+    ConfigValue, DeleteSubjectValue, Mode, ModeValue, RecordKey, Reference, SchemaValue,
+    StoreRecord,
+};
+use crate::schema::{Dependency, ParsedSchema, SchemaType};
+
+/// One schema, shared by every subject version that registered the same content.
+#[derive(Debug)]
+pub struct StoredSchema {
+    pub id: i32,
+    pub guid: String,
+    pub schema_type: SchemaType,
+    pub text: String,
+    pub references: Vec<Reference>,
+    /// Parsed on first use (a replayed schema may never be checked against).
+    pub parsed: OnceLock<Result<Arc<ParsedSchema>, String>>,
+}
+
+/// What makes two registrations the same schema.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ContentKey {
+    pub schema_type: SchemaType,
+    pub text: String,
+    pub references: Vec<Reference>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub id: i32,
+    pub deleted: bool,
+}
+
+#[derive(Default, Debug)]
+pub struct State {
+    pub schemas: BTreeMap<i32, Arc<StoredSchema>>,
+    pub ids_by_content: HashMap<ContentKey, i32>,
+    pub ids_by_guid: HashMap<String, i32>,
+    pub subjects: BTreeMap<String, BTreeMap<i32, VersionEntry>>,
+    pub configs: HashMap<Option<String>, CompatibilityLevel>,
+    pub modes: HashMap<Option<String>, Mode>,
+    /// The largest id ever seen: ids are never handed out twice in one run.
+    pub max_id: i32,
+}
+
+impl State {
+    /// Applies one record of the topic. A record that cannot be understood is skipped with a
+    /// warning: one bad record must not make the whole registry unreadable.
+    pub fn apply(&mut self, record: &StoreRecord) {
+        match &record.key {
+            RecordKey::Schema {
+                subject, version, ..
+            } => match &record.value {
+                None => self.remove_version(subject, *version),
+                Some(v) => match serde_json::from_value::<SchemaValue>(v.clone()) {
+                    Ok(value) => self.put_version(value),
+                    Err(e) => tracing::warn!(error = %e, %subject, version, "skipping unreadable schema record"),
+                },
+            },
+            RecordKey::Config { subject, .. } => match &record.value {
+                None => {
+                    self.configs.remove(subject);
+                }
+                Some(v) => match serde_json::from_value::<ConfigValue>(v.clone()) {
+                    Ok(c) => {
+                        self.configs.insert(subject.clone(), c.compatibility_level);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping unreadable config record"),
+                },
+            },
+            RecordKey::Mode { subject, .. } => match &record.value {
+                None => {
+                    self.modes.remove(subject);
+                }
+                Some(v) => match serde_json::from_value::<ModeValue>(v.clone()) {
+                    Ok(m) => {
+                        self.modes.insert(subject.clone(), m.mode);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping unreadable mode record"),
+                },
+            },
+            RecordKey::DeleteSubject { subject, .. } => {
+                let upto = record
+                    .value
+                    .as_ref()
+                    .and_then(|v| serde_json::from_value::<DeleteSubjectValue>(v.clone()).ok())
+                    .map(|d| d.version)
+                    .unwrap_or(i32::MAX);
+                if let Some(versions) = self.subjects.get_mut(subject) {
+                    for (_, entry) in versions.range_mut(..=upto) {
+                        entry.deleted = true;
+                    }
+                }
+            }
+            RecordKey::ClearSubject { subject, .. } => {
+                let versions: Vec<i32> = self
+                    .subjects
+                    .get(subject)
+                    .map(|v| v.iter().filter(|(_, e)| e.deleted).map(|(v, _)| *v).collect())
+                    .unwrap_or_default();
+                for v in versions {
+                    self.remove_version(subject, v);
+                }
+            }
+            RecordKey::Noop { .. } => {}
+        }
+    }
+
+    fn put_version(&mut self, value: SchemaValue) {
+        self.max_id = self.max_id.max(value.id);
+        if !self.schemas.contains_key(&value.id) {
+            let guid = value
+                .guid
+                .clone()
+                .unwrap_or_else(|| guid_for_id(value.id));
+            let key = ContentKey {
+                schema_type: value.schema_type,
+                text: value.schema.clone(),
+                references: value.references.clone(),
+            };
+            self.ids_by_content.entry(key).or_insert(value.id);
+            self.ids_by_guid.insert(guid.clone(), value.id);
+            self.schemas.insert(
+                value.id,
+                Arc::new(StoredSchema {
+                    id: value.id,
+                    guid,
+                    schema_type: value.schema_type,
+                    text: value.schema,
+                    references: value.references,
+                    parsed: OnceLock::new(),
+                }),
+            );
+        }
+        self.subjects.entry(value.subject).or_default().insert(
+            value.version,
+            VersionEntry {
+                id: value.id,
+                deleted: value.deleted,
+            },
+        );
+    }
+
+    fn remove_version(&mut self, subject: &str, version: i32) {
+        let Some(versions) = self.subjects.get_mut(subject) else {
+            return;
+        };
+        let Some(entry) = versions.remove(&version) else {
+            return;
+        };
+        if versions.is_empty() {
+            self.subjects.remove(subject);
+        }
+        // a schema no version refers to any more is gone, as in Confluent's registry
+        let still_used = self
+            .subjects
+            .values()
+            .any(|vs| vs.values().any(|e| e.id == entry.id));
+        if !still_used {
+            if let Some(schema) = self.schemas.remove(&entry.id) {
+                self.ids_by_guid.remove(&schema.guid);
+                self.ids_by_content.retain(|_, id| *id != entry.id);
+            }
+        }
+    }
+
+    pub fn level(&self, subject: Option<&str>, default: CompatibilityLevel) -> CompatibilityLevel {
+        subject
+            .and_then(|s| self.configs.get(&Some(s.to_string())))
+            .or_else(|| self.configs.get(&None))
+            .copied()
+            .unwrap_or(default)
+    }
+
+    pub fn mode(&self, subject: Option<&str>) -> Mode {
+        let global = self.modes.get(&None).copied().unwrap_or_default();
+        if global == Mode::ReadonlyOverride {
+            return global;
+        }
+        subject
+            .and_then(|s| self.modes.get(&Some(s.to_string())))
+            .copied()
+            .unwrap_or(global)
+    }
+
+    /// The versions of a subject, live ones only unless `deleted`.
+    pub fn versions(&self, subject: &str, deleted: bool) -> Vec<(i32, VersionEntry)> {
+        self.subjects
+            .get(subject)
+            .map(|vs| {
+                vs.iter()
+                    .filter(|(_, e)| deleted || !e.deleted)
+                    .map(|(v, e)| (*v, *e))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every schema reachable through `references`, dependencies first, each once.
+    pub fn dependencies(&self, references: &[Reference]) -> Result<Vec<Dependency>, String> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.collect_dependencies(references, &mut out, &mut seen, 0)?;
+        Ok(out)
+    }
+
+    fn collect_dependencies(
+        &self,
+        references: &[Reference],
+        out: &mut Vec<Dependency>,
+        seen: &mut std::collections::HashSet<(String, i32)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err("references nest more than 64 deep".into());
+        }
+        for r in references {
+            if !seen.insert((r.subject.clone(), r.version)) {
+                continue;
+            }
+            let schema = self
+                .subjects
+                .get(&r.subject)
+                .and_then(|vs| vs.get(&r.version))
+                .and_then(|e| self.schemas.get(&e.id))
+                .ok_or_else(|| {
+                    format!(
+                        "reference '{}' to subject '{}' version {} not found",
+                        r.name, r.subject, r.version
+                    )
+                })?;
+            self.collect_dependencies(&schema.references, out, seen, depth + 1)?;
+            out.push(Dependency {
+                name: r.name.clone(),
+                schema: schema.text.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed form of a stored schema, parsed once.
+    pub fn parsed(&self, schema: &StoredSchema) -> Result<Arc<ParsedSchema>, String> {
+        schema
+            .parsed
+            .get_or_init(|| {
+                let deps = self.dependencies(&schema.references)?;
+                ParsedSchema::parse(schema.schema_type, &schema.text, &deps)
+                    .map(Arc::new)
+                    .map_err(|e| e.0)
+            })
+            .clone()
+    }
+
+    /// The ids of live schemas that refer to `subject` at `version`.
+    pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .subjects
+            .values()
+            .flat_map(|vs| vs.values())
+            .filter(|e| !e.deleted)
+            .filter_map(|e| self.schemas.get(&e.id))
+            .filter(|s| {
+                s.references
+                    .iter()
+                    .any(|r| r.subject == subject && r.version == version)
+            })
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// A stable GUID for a schema whose record carries none (written by an older registry).
+pub fn guid_for_id(id: i32) -> String {
+    format!("00000000-0000-4000-8000-{:012x}", id as u32)
+}
+
+pub fn schema_record(value: &SchemaValue) -> StoreRecord {
+    StoreRecord {
+        key: RecordKey::schema(&value.subject, value.version),
+        value: Some(crate::records::to_value(value)),
+    }
+}
