@@ -107,9 +107,6 @@ impl ProtobufSchema {
     fn file(&self) -> Option<FileDescriptor> {
         self.pool.get_file_by_name(&self.root)
     }
-    pub fn serialized(&self) -> String {
-        self.canonical.clone()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
