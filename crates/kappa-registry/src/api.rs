@@ -35,7 +35,12 @@ impl IntoResponse for RegistryError {
         }
         let body = json!({"error_code": code, "message": self.to_string()});
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -50,7 +55,10 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/", get(|| async { reply(json!({})) }))
         .route("/contexts", get(|| async { reply(json!(["."])) }))
         .route("/schemas", get(list_schemas))
-        .route("/schemas/types", get(|| async { reply(json!(["JSON", "PROTOBUF", "AVRO"])) }))
+        .route(
+            "/schemas/types",
+            get(|| async { reply(json!(["JSON", "PROTOBUF", "AVRO"])) }),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/subjects", get(subjects_by_id))
@@ -58,16 +66,45 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/schemas/guids/{guid}", get(schema_by_guid))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(get_version).delete(delete_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_raw_version))
-        .route("/subjects/{subject}/versions/{version}/referencedby", get(referenced_by))
-        .route("/compatibility/subjects/{subject}/versions", post(compatibility_all))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatibility_one))
-        .route("/config", get(get_global_config).put(put_global_config).delete(delete_global_config))
-        .route("/config/{subject}", get(get_config).put(put_config).delete(delete_config))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_raw_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(compatibility_all),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatibility_one),
+        )
+        .route(
+            "/config",
+            get(get_global_config)
+                .put(put_global_config)
+                .delete(delete_global_config),
+        )
+        .route(
+            "/config/{subject}",
+            get(get_config).put(put_config).delete(delete_config),
+        )
         .route("/mode", get(get_global_mode).put(put_global_mode))
-        .route("/mode/{subject}", get(get_mode).put(put_mode).delete(delete_mode))
+        .route(
+            "/mode/{subject}",
+            get(get_mode).put(put_mode).delete(delete_mode),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -106,13 +143,19 @@ fn body<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, RegistryError> {
     let bytes = bytes.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            RegistryError::BodyTooLarge { size: limit + 1, limit }
+            RegistryError::BodyTooLarge {
+                size: limit + 1,
+                limit,
+            }
         } else {
             RegistryError::BadRequest(e.body_text())
         }
     })?;
     if bytes.len() > limit {
-        return Err(RegistryError::BodyTooLarge { size: bytes.len(), limit });
+        return Err(RegistryError::BodyTooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
@@ -169,8 +212,14 @@ impl SchemaBody {
 // ---- response shapes ----
 
 /// The schema text in the format asked for: Protobuf's `serialized` is its descriptor.
-fn schema_text(reg: &Registry, schema: &StoredSchema, format: Option<&String>) -> Result<String, RegistryError> {
-    if format.is_some_and(|f| f.eq_ignore_ascii_case("serialized")) && schema.schema_type == SchemaType::Protobuf {
+fn schema_text(
+    reg: &Registry,
+    schema: &StoredSchema,
+    format: Option<&String>,
+) -> Result<String, RegistryError> {
+    if format.is_some_and(|f| f.eq_ignore_ascii_case("serialized"))
+        && schema.schema_type == SchemaType::Protobuf
+    {
         if let ParsedSchema::Protobuf(p) = reg.parsed(schema)?.as_ref() {
             return Ok(p.serialized());
         }
@@ -188,7 +237,11 @@ fn schema_fields(out: &mut serde_json::Map<String, Value>, schema: &StoredSchema
     out.insert("schema".into(), json!(text));
 }
 
-fn version_json(reg: &Registry, v: &SubjectVersion, format: Option<&String>) -> Result<Value, RegistryError> {
+fn version_json(
+    reg: &Registry,
+    v: &SubjectVersion,
+    format: Option<&String>,
+) -> Result<Value, RegistryError> {
     let mut out = serde_json::Map::new();
     out.insert("subject".into(), json!(v.subject));
     out.insert("version".into(), json!(v.version));
@@ -203,27 +256,47 @@ fn version_json(reg: &Registry, v: &SubjectVersion, format: Option<&String>) -> 
 
 // ---- schemas ----
 
-async fn schema_by_id(State(reg): Reg, id: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn schema_by_id(
+    State(reg): Reg,
+    id: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let schema = reg.schema_by_id(id_param(&path(id)?)?)?;
     let mut out = serde_json::Map::new();
     out.insert("id".into(), json!(schema.id));
     out.insert("guid".into(), json!(schema.guid));
-    schema_fields(&mut out, &schema, schema_text(&reg, &schema, p.get("format"))?);
+    schema_fields(
+        &mut out,
+        &schema,
+        schema_text(&reg, &schema, p.get("format"))?,
+    );
     reply(Value::Object(out))
 }
 
-async fn schema_by_guid(State(reg): Reg, guid: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn schema_by_guid(
+    State(reg): Reg,
+    guid: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let schema = reg.schema_by_guid(&path(guid)?)?;
     let mut out = serde_json::Map::new();
     out.insert("id".into(), json!(schema.id));
     out.insert("guid".into(), json!(schema.guid));
-    schema_fields(&mut out, &schema, schema_text(&reg, &schema, p.get("format"))?);
+    schema_fields(
+        &mut out,
+        &schema,
+        schema_text(&reg, &schema, p.get("format"))?,
+    );
     reply(Value::Object(out))
 }
 
-async fn raw_schema_by_id(State(reg): Reg, id: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn raw_schema_by_id(
+    State(reg): Reg,
+    id: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let schema = reg.schema_by_id(id_param(&path(id)?)?)?;
     raw(schema_text(&reg, &schema, p.get("format"))?)
@@ -233,7 +306,11 @@ fn raw(text: String) -> Result2 {
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
-async fn subjects_by_id(State(reg): Reg, id: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn subjects_by_id(
+    State(reg): Reg,
+    id: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let mut subjects: Vec<String> = reg
         .id_versions(id_param(&path(id)?)?, flag(&p, "deleted"))?
@@ -244,7 +321,11 @@ async fn subjects_by_id(State(reg): Reg, id: Result<Path<String>, PathRejection>
     reply(json!(subjects))
 }
 
-async fn versions_by_id(State(reg): Reg, id: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn versions_by_id(
+    State(reg): Reg,
+    id: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let versions: Vec<Value> = reg
         .id_versions(id_param(&path(id)?)?, flag(&p, "deleted"))?
@@ -267,31 +348,56 @@ async fn list_schemas(State(reg): Reg, q: Params) -> Result2 {
 async fn list_subjects(State(reg): Reg, q: Params) -> Result2 {
     let p = params(q)?;
     let prefix = p.get("subjectPrefix").map(String::as_str).unwrap_or("");
-    reply(json!(reg.subjects(prefix, flag(&p, "deleted"), flag(&p, "deletedOnly"))))
+    reply(json!(reg.subjects(
+        prefix,
+        flag(&p, "deleted"),
+        flag(&p, "deletedOnly")
+    )))
 }
 
-async fn list_versions(State(reg): Reg, subject: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn list_versions(
+    State(reg): Reg,
+    subject: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
-    reply(json!(reg.versions(&path(subject)?, flag(&p, "deleted"), flag(&p, "deletedOnly"))?))
+    reply(json!(reg.versions(
+        &path(subject)?,
+        flag(&p, "deleted"),
+        flag(&p, "deletedOnly")
+    )?))
 }
 
-async fn get_version(State(reg): Reg, sv: Result<Path<(String, String)>, PathRejection>, q: Params) -> Result2 {
+async fn get_version(
+    State(reg): Reg,
+    sv: Result<Path<(String, String)>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let (subject, version) = path(sv)?;
     let v = reg.version(&subject, VersionSpec::parse(&version)?, flag(&p, "deleted"))?;
     reply(version_json(&reg, &v, p.get("format"))?)
 }
 
-async fn get_raw_version(State(reg): Reg, sv: Result<Path<(String, String)>, PathRejection>, q: Params) -> Result2 {
+async fn get_raw_version(
+    State(reg): Reg,
+    sv: Result<Path<(String, String)>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let (subject, version) = path(sv)?;
     let v = reg.version(&subject, VersionSpec::parse(&version)?, flag(&p, "deleted"))?;
     raw(schema_text(&reg, &v.schema, p.get("format"))?)
 }
 
-async fn referenced_by(State(reg): Reg, sv: Result<Path<(String, String)>, PathRejection>) -> Result2 {
+async fn referenced_by(
+    State(reg): Reg,
+    sv: Result<Path<(String, String)>, PathRejection>,
+) -> Result2 {
     let (subject, version) = path(sv)?;
-    reply(json!(reg.referenced_by(&subject, VersionSpec::parse(&version)?)?))
+    reply(json!(
+        reg.referenced_by(&subject, VersionSpec::parse(&version)?)?
+    ))
 }
 
 async fn register(
@@ -303,8 +409,12 @@ async fn register(
     let p = params(q)?;
     let subject = path(subject)?;
     let request = body::<SchemaBody>(reg.config.max_request_bytes, bytes)?.request()?;
-    let v = reg.register(&subject, &request, flag(&p, "normalize")).await?;
-    reply(json!({"id": v.schema.id, "guid": v.schema.guid, "version": v.version, "subject": v.subject}))
+    let v = reg
+        .register(&subject, &request, flag(&p, "normalize"))
+        .await?;
+    reply(
+        json!({"id": v.schema.id, "guid": v.schema.guid, "version": v.version, "subject": v.subject}),
+    )
 }
 
 async fn lookup(
@@ -316,20 +426,39 @@ async fn lookup(
     let p = params(q)?;
     let subject = path(subject)?;
     let request = body::<SchemaBody>(reg.config.max_request_bytes, bytes)?.request()?;
-    let v = reg.lookup(&subject, &request, flag(&p, "normalize"), flag(&p, "deleted"))?;
+    let v = reg.lookup(
+        &subject,
+        &request,
+        flag(&p, "normalize"),
+        flag(&p, "deleted"),
+    )?;
     reply(version_json(&reg, &v, None)?)
 }
 
-async fn delete_subject(State(reg): Reg, subject: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn delete_subject(
+    State(reg): Reg,
+    subject: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
-    reply(json!(reg.delete_subject(&path(subject)?, flag(&p, "permanent")).await?))
+    reply(json!(
+        reg.delete_subject(&path(subject)?, flag(&p, "permanent"))
+            .await?
+    ))
 }
 
-async fn delete_version(State(reg): Reg, sv: Result<Path<(String, String)>, PathRejection>, q: Params) -> Result2 {
+async fn delete_version(
+    State(reg): Reg,
+    sv: Result<Path<(String, String)>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let (subject, version) = path(sv)?;
     let spec = VersionSpec::parse(&version)?;
-    reply(json!(reg.delete_version(&subject, spec, flag(&p, "permanent")).await?))
+    reply(json!(
+        reg.delete_version(&subject, spec, flag(&p, "permanent"))
+            .await?
+    ))
 }
 
 // ---- compatibility ----
@@ -406,7 +535,11 @@ async fn delete_global_config(State(reg): Reg) -> Result2 {
     reply(json!({"compatibilityLevel": previous.as_str()}))
 }
 
-async fn get_config(State(reg): Reg, subject: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn get_config(
+    State(reg): Reg,
+    subject: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let level = reg.get_config(Some(&path(subject)?), flag(&p, "defaultToGlobal"))?;
     reply(json!({"compatibilityLevel": level.as_str()}))
@@ -443,7 +576,11 @@ async fn get_global_mode(State(reg): Reg) -> Result2 {
     reply(json!({"mode": mode_str(reg.get_mode(None, true)?)}))
 }
 
-async fn put_global_mode(State(reg): Reg, q: Params, bytes: Result<Bytes, BytesRejection>) -> Result2 {
+async fn put_global_mode(
+    State(reg): Reg,
+    q: Params,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result2 {
     let p = params(q)?;
     let mode = body::<ModeBody>(reg.config.max_request_bytes, bytes)?;
     let mode = Mode::parse(&mode.mode).ok_or(RegistryError::InvalidMode)?;
@@ -451,7 +588,11 @@ async fn put_global_mode(State(reg): Reg, q: Params, bytes: Result<Bytes, BytesR
     reply(json!({"mode": mode_str(mode)}))
 }
 
-async fn get_mode(State(reg): Reg, subject: Result<Path<String>, PathRejection>, q: Params) -> Result2 {
+async fn get_mode(
+    State(reg): Reg,
+    subject: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> Result2 {
     let p = params(q)?;
     let mode = reg.get_mode(Some(&path(subject)?), flag(&p, "defaultToGlobal"))?;
     reply(json!({"mode": mode_str(mode)}))
@@ -467,7 +608,8 @@ async fn put_mode(
     let subject = path(subject)?;
     let mode = body::<ModeBody>(reg.config.max_request_bytes, bytes)?;
     let mode = Mode::parse(&mode.mode).ok_or(RegistryError::InvalidMode)?;
-    reg.set_mode(Some(&subject), mode, flag(&p, "force")).await?;
+    reg.set_mode(Some(&subject), mode, flag(&p, "force"))
+        .await?;
     reply(json!({"mode": mode_str(mode)}))
 }
 

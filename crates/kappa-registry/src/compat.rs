@@ -101,12 +101,16 @@ pub fn check(
     for (version, old) in against.iter().rev() {
         if level.backward() {
             for r in ParsedSchema::incompatibilities(new, old) {
-                reasons.push(format!("{r} (new schema reading data written with version {version})"));
+                reasons.push(format!(
+                    "{r} (new schema reading data written with version {version})"
+                ));
             }
         }
         if level.forward() {
             for r in ParsedSchema::incompatibilities(old, new) {
-                reasons.push(format!("{r} (version {version} reading data written with the new schema)"));
+                reasons.push(format!(
+                    "{r} (version {version} reading data written with the new schema)"
+                ));
             }
         }
     }

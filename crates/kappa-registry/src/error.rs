@@ -34,7 +34,10 @@ pub enum RegistryError {
     #[error("One or more references exist to the schema {{subject={subject},version={version}}}")]
     ReferenceExists { subject: String, version: i32 },
     #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]", .reasons.join(", "))]
-    Incompatible { subject: String, reasons: Vec<String> },
+    Incompatible {
+        subject: String,
+        reasons: Vec<String>,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]

@@ -90,7 +90,10 @@ impl VersionSpec {
 
 impl Registry {
     /// Connects to Kafka at `bootstrap`, creates or reads the schemas topic, rebuilds the state.
-    pub async fn open(bootstrap: &str, config: RegistryConfig) -> Result<Arc<Registry>, RegistryError> {
+    pub async fn open(
+        bootstrap: &str,
+        config: RegistryConfig,
+    ) -> Result<Arc<Registry>, RegistryError> {
         let default_level = CompatibilityLevel::parse(&config.default_compatibility)
             .ok_or(RegistryError::InvalidCompatibilityLevel)?;
         let (store, records) = KafkaStore::open(bootstrap, &config.topic).await?;
@@ -150,7 +153,9 @@ impl Registry {
 
     /// Parsed form of a stored schema (for format conversions such as Protobuf's serialized).
     pub fn parsed(&self, schema: &StoredSchema) -> Result<Arc<ParsedSchema>, RegistryError> {
-        self.read().parsed(schema).map_err(RegistryError::InvalidSchema)
+        self.read()
+            .parsed(schema)
+            .map_err(RegistryError::InvalidSchema)
     }
 
     /// (subject, version) pairs that use schema `id`.
@@ -262,9 +267,7 @@ impl Registry {
         }
         let found = match spec {
             VersionSpec::Latest => all.iter().rev().find(|(_, e)| deleted || !e.deleted),
-            VersionSpec::Number(n) => all
-                .iter()
-                .find(|(v, e)| *v == n && (deleted || !e.deleted)),
+            VersionSpec::Number(n) => all.iter().find(|(v, e)| *v == n && (deleted || !e.deleted)),
         };
         let Some((version, entry)) = found else {
             if matches!(spec, VersionSpec::Latest) {
@@ -287,7 +290,11 @@ impl Registry {
         })
     }
 
-    pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>, RegistryError> {
+    pub fn referenced_by(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+    ) -> Result<Vec<i32>, RegistryError> {
         let v = self.version(subject, spec, true)?;
         Ok(self.read().referenced_by(subject, v.version))
     }
@@ -533,7 +540,11 @@ impl Registry {
     // ---- deletion ----
 
     /// DELETE /subjects/{subject}: the versions deleted.
-    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>, RegistryError> {
+    pub async fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<i32>, RegistryError> {
         let _write = self.write.lock().await;
         let records = {
             let state = self.read();
@@ -569,10 +580,16 @@ impl Registry {
             if permanent {
                 // a subject gone for good takes its settings with it
                 if state.configs.contains_key(&Some(subject.to_string())) {
-                    records.push(StoreRecord { key: RecordKey::config(Some(subject)), value: None });
+                    records.push(StoreRecord {
+                        key: RecordKey::config(Some(subject)),
+                        value: None,
+                    });
                 }
                 if state.modes.contains_key(&Some(subject.to_string())) {
-                    records.push(StoreRecord { key: RecordKey::mode(Some(subject)), value: None });
+                    records.push(StoreRecord {
+                        key: RecordKey::mode(Some(subject)),
+                        value: None,
+                    });
                 }
             }
             (records, targets.iter().map(|(v, _)| *v).collect::<Vec<_>>())
@@ -602,18 +619,32 @@ impl Registry {
                 VersionSpec::Number(n) => all.iter().find(|(v, _)| *v == n),
             };
             let Some((version, entry)) = found.copied() else {
-                return Err(RegistryError::VersionNotFound { version: version_text(spec) });
+                return Err(RegistryError::VersionNotFound {
+                    version: version_text(spec),
+                });
             };
             if permanent && !entry.deleted {
-                return Err(RegistryError::VersionNotSoftDeleted { subject: subject.to_string(), version });
+                return Err(RegistryError::VersionNotSoftDeleted {
+                    subject: subject.to_string(),
+                    version,
+                });
             }
             if !permanent && entry.deleted {
-                return Err(RegistryError::VersionSoftDeleted { subject: subject.to_string(), version });
+                return Err(RegistryError::VersionSoftDeleted {
+                    subject: subject.to_string(),
+                    version,
+                });
             }
             if !state.referenced_by(subject, version).is_empty() {
-                return Err(RegistryError::ReferenceExists { subject: subject.to_string(), version });
+                return Err(RegistryError::ReferenceExists {
+                    subject: subject.to_string(),
+                    version,
+                });
             }
-            (self.deletion_record(&state, subject, version, entry.id, permanent)?, version)
+            (
+                self.deletion_record(&state, subject, version, entry.id, permanent)?,
+                version,
+            )
         };
         self.commit(vec![record]).await?;
         Ok(version)
@@ -628,7 +659,10 @@ impl Registry {
         permanent: bool,
     ) -> Result<StoreRecord, RegistryError> {
         if permanent {
-            return Ok(StoreRecord { key: RecordKey::schema(subject, version), value: None });
+            return Ok(StoreRecord {
+                key: RecordKey::schema(subject, version),
+                value: None,
+            });
         }
         let stored = state
             .schemas
@@ -684,13 +718,21 @@ impl Registry {
             validate_subject(s)?;
         }
         let _write = self.write.lock().await;
-        let value = to_value(&ConfigValue { compatibility_level: level });
-        self.commit(vec![StoreRecord { key: RecordKey::config(subject), value: Some(value) }])
-            .await
+        let value = to_value(&ConfigValue {
+            compatibility_level: level,
+        });
+        self.commit(vec![StoreRecord {
+            key: RecordKey::config(subject),
+            value: Some(value),
+        }])
+        .await
     }
 
     /// Removes a subject's (or the global) level; returns the one removed.
-    pub async fn delete_config(&self, subject: Option<&str>) -> Result<CompatibilityLevel, RegistryError> {
+    pub async fn delete_config(
+        &self,
+        subject: Option<&str>,
+    ) -> Result<CompatibilityLevel, RegistryError> {
         let _write = self.write.lock().await;
         let previous = {
             let state = self.read();
@@ -705,8 +747,11 @@ impl Registry {
                 },
             }
         };
-        self.commit(vec![StoreRecord { key: RecordKey::config(subject), value: None }])
-            .await?;
+        self.commit(vec![StoreRecord {
+            key: RecordKey::config(subject),
+            value: None,
+        }])
+        .await?;
         Ok(previous)
     }
 
@@ -722,7 +767,12 @@ impl Registry {
         }
     }
 
-    pub async fn set_mode(&self, subject: Option<&str>, mode: Mode, force: bool) -> Result<(), RegistryError> {
+    pub async fn set_mode(
+        &self,
+        subject: Option<&str>,
+        mode: Mode,
+        force: bool,
+    ) -> Result<(), RegistryError> {
         if let Some(s) = subject {
             validate_subject(s)?;
         }
@@ -731,7 +781,10 @@ impl Registry {
             let state = self.read();
             if mode == Mode::Import && !force {
                 let non_empty = match subject {
-                    None => state.subjects.values().any(|vs| vs.values().any(|e| !e.deleted)),
+                    None => state
+                        .subjects
+                        .values()
+                        .any(|vs| vs.values().any(|e| !e.deleted)),
                     Some(s) => !state.versions(s, false).is_empty(),
                 };
                 if non_empty {
@@ -742,8 +795,11 @@ impl Registry {
             }
         }
         let value = to_value(&ModeValue { mode });
-        self.commit(vec![StoreRecord { key: RecordKey::mode(subject), value: Some(value) }])
-            .await
+        self.commit(vec![StoreRecord {
+            key: RecordKey::mode(subject),
+            value: Some(value),
+        }])
+        .await
     }
 
     pub async fn delete_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
@@ -754,14 +810,19 @@ impl Registry {
             .get(&Some(subject.to_string()))
             .copied()
             .ok_or_else(|| RegistryError::SubjectModeNotFound(subject.to_string()))?;
-        self.commit(vec![StoreRecord { key: RecordKey::mode(Some(subject)), value: None }])
-            .await?;
+        self.commit(vec![StoreRecord {
+            key: RecordKey::mode(Some(subject)),
+            value: None,
+        }])
+        .await?;
         Ok(previous)
     }
 }
 
 fn same_content(stored: &StoredSchema, key: &ContentKey) -> bool {
-    stored.schema_type == key.schema_type && stored.text == key.text && stored.references == key.references
+    stored.schema_type == key.schema_type
+        && stored.text == key.text
+        && stored.references == key.references
 }
 
 fn version_text(spec: VersionSpec) -> String {
@@ -788,5 +849,12 @@ fn new_guid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

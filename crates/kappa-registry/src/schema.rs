@@ -64,7 +64,9 @@ impl ParsedSchema {
         dependencies: &[Dependency],
     ) -> Result<ParsedSchema, InvalidSchema> {
         Ok(match schema_type {
-            SchemaType::Avro => ParsedSchema::Avro(crate::avro::AvroSchema::parse(text, dependencies)?),
+            SchemaType::Avro => {
+                ParsedSchema::Avro(crate::avro::AvroSchema::parse(text, dependencies)?)
+            }
             SchemaType::Json => {
                 ParsedSchema::Json(crate::json_schema::JsonSchema::parse(text, dependencies)?)
             }

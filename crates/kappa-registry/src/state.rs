@@ -61,7 +61,9 @@ impl State {
                 None => self.remove_version(subject, *version),
                 Some(v) => match serde_json::from_value::<SchemaValue>(v.clone()) {
                     Ok(value) => self.put_version(value),
-                    Err(e) => tracing::warn!(error = %e, %subject, version, "skipping unreadable schema record"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %subject, version, "skipping unreadable schema record")
+                    }
                 },
             },
             RecordKey::Config { subject, .. } => match &record.value {
@@ -103,7 +105,12 @@ impl State {
                 let versions: Vec<i32> = self
                     .subjects
                     .get(subject)
-                    .map(|v| v.iter().filter(|(_, e)| e.deleted).map(|(v, _)| *v).collect())
+                    .map(|v| {
+                        v.iter()
+                            .filter(|(_, e)| e.deleted)
+                            .map(|(v, _)| *v)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for v in versions {
                     self.remove_version(subject, v);
@@ -116,10 +123,7 @@ impl State {
     fn put_version(&mut self, value: SchemaValue) {
         self.max_id = self.max_id.max(value.id);
         if !self.schemas.contains_key(&value.id) {
-            let guid = value
-                .guid
-                .clone()
-                .unwrap_or_else(|| guid_for_id(value.id));
+            let guid = value.guid.clone().unwrap_or_else(|| guid_for_id(value.id));
             let key = ContentKey {
                 schema_type: value.schema_type,
                 text: value.schema.clone(),

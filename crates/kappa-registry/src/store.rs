@@ -37,8 +37,8 @@ impl KafkaStore {
         let admin: AdminClient<DefaultClientContext> = config
             .create()
             .map_err(|e| store_error("creating the admin client", e))?;
-        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
+        let new_topic =
+            NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
         let results = admin
             .create_topics(
                 [&new_topic],
@@ -140,7 +140,9 @@ fn read_all(mut config: ClientConfig, topic: &str) -> Result<Vec<StoreRecord>, R
         match message.key() {
             Some(key) => match StoreRecord::decode(key, message.payload()) {
                 Ok(record) => records.push(record),
-                Err(e) => tracing::warn!(offset, error = %e, "skipping an unreadable record in the schemas topic"),
+                Err(e) => {
+                    tracing::warn!(offset, error = %e, "skipping an unreadable record in the schemas topic")
+                }
             },
             None => tracing::warn!(offset, "skipping a record without key in the schemas topic"),
         }

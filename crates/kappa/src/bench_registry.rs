@@ -12,7 +12,11 @@ use tokio::net::TcpStream;
 #[derive(clap::Args)]
 pub struct RegistryBenchArgs {
     /// The schema registry's URL.
-    #[arg(long, default_value = "http://127.0.0.1:8081", env = "KAPPA_REGISTRY_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8081",
+        env = "KAPPA_REGISTRY_URL"
+    )]
     registry_url: String,
     /// Concurrent connections.
     #[arg(long, default_value_t = 16)]
@@ -39,10 +43,18 @@ impl Conn {
             .await
             .with_context(|| format!("connecting to {authority}"))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream: BufReader::new(stream), host: authority.to_string() })
+        Ok(Conn {
+            stream: BufReader::new(stream),
+            host: authority.to_string(),
+        })
     }
 
-    async fn request(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n",
             self.host,
@@ -53,7 +65,11 @@ impl Conn {
         s.write_all(body.as_bytes()).await?;
         let mut line = String::new();
         self.stream.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no HTTP status")?;
         let mut length = 0usize;
         loop {
             line.clear();
@@ -162,10 +178,15 @@ pub async fn run(args: RegistryBenchArgs) -> anyhow::Result<()> {
                 let id = ids[i % ids.len()];
                 i += 7;
                 let t = Instant::now();
-                let (status, body) = conn.request("GET", &format!("/schemas/ids/{id}"), "").await?;
+                let (status, body) = conn
+                    .request("GET", &format!("/schemas/ids/{id}"), "")
+                    .await?;
                 latencies.push(t.elapsed().as_micros() as u64);
                 if status != 200 {
-                    bail!("GET /schemas/ids/{id} answered {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "GET /schemas/ids/{id} answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
             }
             anyhow::Ok(latencies)

@@ -126,7 +126,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     let registry_listener = tokio::net::TcpListener::bind(&registry_config.listen)
         .await
-        .with_context(|| format!("binding the schema registry listener on {}", registry_config.listen))?;
+        .with_context(|| {
+            format!(
+                "binding the schema registry listener on {}",
+                registry_config.listen
+            )
+        })?;
     let registry_addr = registry_listener.local_addr()?;
 
     let data_dir = broker_config.data_dir.clone();

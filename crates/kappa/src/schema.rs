@@ -12,7 +12,11 @@ use crate::sql::http;
 #[derive(clap::Args)]
 pub struct RegistryArg {
     /// The schema registry's URL.
-    #[arg(long, default_value = "http://127.0.0.1:8081", env = "KAPPA_REGISTRY_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8081",
+        env = "KAPPA_REGISTRY_URL"
+    )]
     registry_url: String,
 }
 
@@ -111,7 +115,12 @@ fn segment(s: &str) -> String {
     out
 }
 
-async fn call(reg: &RegistryArg, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+async fn call(
+    reg: &RegistryArg,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let (status, value) = http(&reg.registry_url, method, path, body)
         .await
         .with_context(|| format!("calling the schema registry at {}", reg.registry_url))?;
@@ -136,7 +145,10 @@ fn schema_body(file: &SchemaFile) -> anyhow::Result<Value> {
             Some("avsc") | Some("avro") => "AVRO".into(),
             Some("json") => "JSON".into(),
             Some("proto") => "PROTOBUF".into(),
-            _ => bail!("cannot tell the schema type of {}: give --type AVRO|JSON|PROTOBUF", file.file.display()),
+            _ => bail!(
+                "cannot tell the schema type of {}: give --type AVRO|JSON|PROTOBUF",
+                file.file.display()
+            ),
         },
     };
     let mut references = Vec::new();
@@ -156,14 +168,24 @@ fn schema_body(file: &SchemaFile) -> anyhow::Result<Value> {
 }
 
 fn print(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 pub async fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
     match cmd {
-        SchemaCommand::Register { schema, normalize, registry } => {
+        SchemaCommand::Register {
+            schema,
+            normalize,
+            registry,
+        } => {
             let body = schema_body(&schema)?;
-            let path = format!("/subjects/{}/versions?normalize={normalize}", segment(&schema.subject));
+            let path = format!(
+                "/subjects/{}/versions?normalize={normalize}",
+                segment(&schema.subject)
+            );
             let out = call(&registry, "POST", &path, Some(&body)).await?;
             let version = call(
                 &registry,
@@ -176,22 +198,58 @@ pub async fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
             .and_then(|v| v.get("version").cloned())
             .or_else(|| out.get("version").cloned())
             .unwrap_or(Value::Null);
-            println!("registered {} version {} with id {}", schema.subject, version, out["id"]);
+            println!(
+                "registered {} version {} with id {}",
+                schema.subject, version, out["id"]
+            );
         }
-        SchemaCommand::Get { id, subject, version, registry } => {
+        SchemaCommand::Get {
+            id,
+            subject,
+            version,
+            registry,
+        } => {
             let out = match (id, subject) {
-                (Some(id), _) => call(&registry, "GET", &format!("/schemas/ids/{id}"), None).await?,
+                (Some(id), _) => {
+                    call(&registry, "GET", &format!("/schemas/ids/{id}"), None).await?
+                }
                 (None, Some(s)) => {
-                    call(&registry, "GET", &format!("/subjects/{}/versions/{}", segment(&s), segment(&version)), None).await?
+                    call(
+                        &registry,
+                        "GET",
+                        &format!("/subjects/{}/versions/{}", segment(&s), segment(&version)),
+                        None,
+                    )
+                    .await?
                 }
                 (None, None) => bail!("give --id or --subject"),
             };
             print(&out);
         }
-        SchemaCommand::List { subject, deleted, registry } => {
+        SchemaCommand::List {
+            subject,
+            deleted,
+            registry,
+        } => {
             let out = match subject {
-                Some(s) => call(&registry, "GET", &format!("/subjects/{}/versions?deleted={deleted}", segment(&s)), None).await?,
-                None => call(&registry, "GET", &format!("/subjects?deleted={deleted}"), None).await?,
+                Some(s) => {
+                    call(
+                        &registry,
+                        "GET",
+                        &format!("/subjects/{}/versions?deleted={deleted}", segment(&s)),
+                        None,
+                    )
+                    .await?
+                }
+                None => {
+                    call(
+                        &registry,
+                        "GET",
+                        &format!("/subjects?deleted={deleted}"),
+                        None,
+                    )
+                    .await?
+                }
             };
             for item in out.as_array().into_iter().flatten() {
                 match item {
@@ -200,44 +258,92 @@ pub async fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        SchemaCommand::Delete { subject, version, permanent, registry } => {
+        SchemaCommand::Delete {
+            subject,
+            version,
+            permanent,
+            registry,
+        } => {
             let path = match &version {
-                Some(v) => format!("/subjects/{}/versions/{}?permanent={permanent}", segment(&subject), segment(v)),
+                Some(v) => format!(
+                    "/subjects/{}/versions/{}?permanent={permanent}",
+                    segment(&subject),
+                    segment(v)
+                ),
                 None => format!("/subjects/{}?permanent={permanent}", segment(&subject)),
             };
             let out = call(&registry, "DELETE", &path, None).await?;
-            println!("deleted {subject} version(s) {out}{}", if permanent { " permanently" } else { "" });
+            println!(
+                "deleted {subject} version(s) {out}{}",
+                if permanent { " permanently" } else { "" }
+            );
         }
-        SchemaCommand::Config { subject, set, registry } => {
+        SchemaCommand::Config {
+            subject,
+            set,
+            registry,
+        } => {
             let path = match &subject {
                 Some(s) => format!("/config/{}", segment(s)),
                 None => "/config".to_string(),
             };
             match set {
                 Some(level) => {
-                    let out = call(&registry, "PUT", &path, Some(&json!({"compatibility": level.to_ascii_uppercase()}))).await?;
+                    let out = call(
+                        &registry,
+                        "PUT",
+                        &path,
+                        Some(&json!({"compatibility": level.to_ascii_uppercase()})),
+                    )
+                    .await?;
                     println!("{}", out["compatibility"].as_str().unwrap_or_default());
                 }
                 None => {
-                    let out = call(&registry, "GET", &format!("{path}?defaultToGlobal=true"), None).await?;
+                    let out = call(
+                        &registry,
+                        "GET",
+                        &format!("{path}?defaultToGlobal=true"),
+                        None,
+                    )
+                    .await?;
                     println!("{}", out["compatibilityLevel"].as_str().unwrap_or_default());
                 }
             }
         }
-        SchemaCommand::Check { schema, version, registry } => {
+        SchemaCommand::Check {
+            schema,
+            version,
+            registry,
+        } => {
             let body = schema_body(&schema)?;
             let subject = segment(&schema.subject);
             let path = match &version {
-                Some(v) => format!("/compatibility/subjects/{subject}/versions/{}?verbose=true", segment(v)),
+                Some(v) => format!(
+                    "/compatibility/subjects/{subject}/versions/{}?verbose=true",
+                    segment(v)
+                ),
                 None => format!("/compatibility/subjects/{subject}/versions?verbose=true"),
             };
             let out = call(&registry, "POST", &path, Some(&body)).await?;
             if out["is_compatible"].as_bool() == Some(true) {
-                println!("compatible: {} may be registered under {}", schema.file.display(), schema.subject);
+                println!(
+                    "compatible: {} may be registered under {}",
+                    schema.file.display(),
+                    schema.subject
+                );
             } else {
-                eprintln!("incompatible: {} may not be registered under {}", schema.file.display(), schema.subject);
+                eprintln!(
+                    "incompatible: {} may not be registered under {}",
+                    schema.file.display(),
+                    schema.subject
+                );
                 for m in out["messages"].as_array().into_iter().flatten() {
-                    eprintln!("  - {}", m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()));
+                    eprintln!(
+                        "  - {}",
+                        m.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| m.to_string())
+                    );
                 }
                 std::process::exit(1);
             }
