@@ -294,3 +294,173 @@ pub fn schema_record(value: &SchemaValue) -> StoreRecord {
         value: Some(crate::records::to_value(value)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::to_value;
+
+    fn schema(subject: &str, version: i32, id: i32, text: &str, deleted: bool) -> StoreRecord {
+        schema_record(&SchemaValue {
+            subject: subject.into(),
+            version,
+            id,
+            guid: None,
+            schema_type: SchemaType::Avro,
+            references: vec![],
+            schema: text.into(),
+            deleted,
+        })
+    }
+
+    fn replay(records: &[StoreRecord]) -> State {
+        let mut state = State::default();
+        for r in records {
+            // through the bytes, as records come back from the topic
+            let (k, v) = r.encode();
+            state.apply(&StoreRecord::decode(&k, v.as_deref()).unwrap());
+        }
+        state
+    }
+
+    #[test]
+    fn replay_rebuilds_subjects_ids_and_settings() {
+        let state = replay(&[
+            schema("a", 1, 1, r#""int""#, false),
+            schema("b", 1, 1, r#""int""#, false),
+            schema("a", 2, 2, r#""long""#, false),
+            StoreRecord {
+                key: RecordKey::config(Some("a")),
+                value: Some(to_value(&ConfigValue {
+                    compatibility_level: CompatibilityLevel::Full,
+                })),
+            },
+            StoreRecord {
+                key: RecordKey::mode(None),
+                value: Some(to_value(&ModeValue {
+                    mode: Mode::Readonly,
+                })),
+            },
+        ]);
+        assert_eq!(state.schemas.len(), 2);
+        assert_eq!(state.max_id, 2);
+        let versions: Vec<i32> = state.versions("a", false).iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(state.versions("b", false)[0].1.id, 1);
+        assert_eq!(
+            state.level(Some("a"), CompatibilityLevel::Backward),
+            CompatibilityLevel::Full
+        );
+        assert_eq!(
+            state.level(Some("b"), CompatibilityLevel::Backward),
+            CompatibilityLevel::Backward
+        );
+        assert_eq!(state.mode(Some("a")), Mode::Readonly);
+    }
+
+    #[test]
+    fn soft_deletes_hide_and_tombstones_remove() {
+        let mut records = vec![
+            schema("a", 1, 1, r#""int""#, false),
+            schema("a", 2, 2, r#""long""#, false),
+            schema("a", 1, 1, r#""int""#, true),
+        ];
+        let state = replay(&records);
+        assert_eq!(state.versions("a", false).len(), 1);
+        assert_eq!(state.versions("a", true).len(), 2);
+        assert!(
+            state.schemas.contains_key(&1),
+            "a soft-deleted version keeps its id"
+        );
+        records.push(StoreRecord {
+            key: RecordKey::schema("a", 1),
+            value: None,
+        });
+        let state = replay(&records);
+        assert_eq!(state.versions("a", true).len(), 1);
+        assert!(
+            !state.schemas.contains_key(&1),
+            "no version refers to id 1 any more"
+        );
+        assert_eq!(state.max_id, 2);
+        // config tombstone
+        let state = replay(&[
+            StoreRecord {
+                key: RecordKey::config(None),
+                value: Some(to_value(&ConfigValue {
+                    compatibility_level: CompatibilityLevel::None,
+                })),
+            },
+            StoreRecord {
+                key: RecordKey::config(None),
+                value: None,
+            },
+        ]);
+        assert_eq!(
+            state.level(None, CompatibilityLevel::Backward),
+            CompatibilityLevel::Backward
+        );
+    }
+
+    #[test]
+    fn confluent_markers_and_unreadable_records() {
+        let mut state = replay(&[
+            schema("a", 1, 1, r#""int""#, false),
+            schema("a", 2, 2, r#""long""#, false),
+        ]);
+        // Confluent's registry marks a soft-deleted subject with DELETE_SUBJECT
+        let key = br#"{"keytype":"DELETE_SUBJECT","subject":"a","magic":0}"#;
+        let value = br#"{"subject":"a","version":2}"#;
+        state.apply(&StoreRecord::decode(key, Some(value)).unwrap());
+        assert!(state.versions("a", false).is_empty());
+        let key = br#"{"keytype":"CLEAR_SUBJECT","subject":"a","magic":0}"#;
+        state.apply(&StoreRecord::decode(key, Some(br#"{"subject":"a"}"#)).unwrap());
+        assert!(state.subjects.is_empty());
+        // a record whose value is not what its key says is skipped, not fatal
+        let key = br#"{"keytype":"SCHEMA","subject":"x","version":1,"magic":1}"#;
+        state.apply(&StoreRecord::decode(key, Some(br#"{"unexpected":true}"#)).unwrap());
+        assert!(state.subjects.is_empty());
+        let noop = br#"{"keytype":"NOOP","magic":0}"#;
+        state.apply(&StoreRecord::decode(noop, None).unwrap());
+        assert!(StoreRecord::decode(b"not json", None).is_err());
+    }
+
+    #[test]
+    fn dependencies_come_dependencies_first_and_refuse_missing_ones() {
+        let mut state = State::default();
+        state.apply(&schema(
+            "leaf",
+            1,
+            1,
+            r#"{"type":"fixed","name":"L","size":2}"#,
+            false,
+        ));
+        let mut mid = SchemaValue {
+            subject: "mid".into(),
+            version: 1,
+            id: 2,
+            guid: None,
+            schema_type: SchemaType::Avro,
+            references: vec![Reference {
+                name: "L".into(),
+                subject: "leaf".into(),
+                version: 1,
+            }],
+            schema: r#"{"type":"record","name":"M","fields":[{"name":"l","type":"L"}]}"#.into(),
+            deleted: false,
+        };
+        state.apply(&schema_record(&mid));
+        let deps = state
+            .dependencies(&[Reference {
+                name: "M".into(),
+                subject: "mid".into(),
+                version: 1,
+            }])
+            .unwrap();
+        let names: Vec<&str> = deps.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["L", "M"]);
+        mid.references[0].version = 7;
+        let err = state.dependencies(&mid.references).unwrap_err();
+        assert!(err.contains("leaf") && err.contains('7'), "{err}");
+    }
+}
