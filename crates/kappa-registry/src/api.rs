@@ -263,14 +263,15 @@ async fn schema_by_id(
 ) -> Result2 {
     let p = params(q)?;
     let schema = reg.schema_by_id(id_param(&path(id)?)?)?;
+    schema_json(&reg, &schema, p.get("format"))
+}
+
+/// A schema by its id or guid: `{"id", "guid", "schemaType", "references", "schema"}`.
+fn schema_json(reg: &Registry, schema: &StoredSchema, format: Option<&String>) -> Result2 {
     let mut out = serde_json::Map::new();
     out.insert("id".into(), json!(schema.id));
     out.insert("guid".into(), json!(schema.guid));
-    schema_fields(
-        &mut out,
-        &schema,
-        schema_text(&reg, &schema, p.get("format"))?,
-    );
+    schema_fields(&mut out, schema, schema_text(reg, schema, format)?);
     reply(Value::Object(out))
 }
 
@@ -281,15 +282,7 @@ async fn schema_by_guid(
 ) -> Result2 {
     let p = params(q)?;
     let schema = reg.schema_by_guid(&path(guid)?)?;
-    let mut out = serde_json::Map::new();
-    out.insert("id".into(), json!(schema.id));
-    out.insert("guid".into(), json!(schema.guid));
-    schema_fields(
-        &mut out,
-        &schema,
-        schema_text(&reg, &schema, p.get("format"))?,
-    );
-    reply(Value::Object(out))
+    schema_json(&reg, &schema, p.get("format"))
 }
 
 async fn raw_schema_by_id(
