@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: Debian's kcat, the Python Kafka clients and
-# DuckDB (the SQL tests' batch oracle) in a local venv (.venv) and kafkajs in a local
-# node_modules (tests/js).
+# DuckDB (the SQL tests' batch oracle) in a local venv (.venv) and kafkajs and
+# @kafkajs/confluent-schema-registry in a local node_modules (tests/js).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -22,6 +22,6 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, d
   .venv/bin/pip install -q -r tests/requirements.txt
 fi
 
-if [ ! -d tests/js/node_modules/kafkajs ]; then
+if [ ! -d tests/js/node_modules/kafkajs ] || [ ! -d tests/js/node_modules/@kafkajs/confluent-schema-registry ]; then
   (cd tests/js && npm install --no-audit --no-fund --silent)
 fi

@@ -9,6 +9,9 @@ pub enum RegistryError {
     VersionNotFound { version: String },
     #[error("Schema {0} not found")]
     SchemaNotFound(String),
+    /// A look-up of a schema that is not registered under the subject.
+    #[error("Schema not found")]
+    SchemaNotInSubject,
     #[error("Subject '{0}' was soft deleted. Set permanent=true to delete permanently")]
     SubjectSoftDeleted(String),
     #[error("Subject '{0}' was not deleted first before being permanently deleted")]
@@ -57,7 +60,7 @@ impl RegistryError {
         match self {
             SubjectNotFound(_) => (404, 40401),
             VersionNotFound { .. } => (404, 40402),
-            SchemaNotFound(_) => (404, 40403),
+            SchemaNotFound(_) | SchemaNotInSubject => (404, 40403),
             SubjectSoftDeleted(_) => (404, 40404),
             SubjectNotSoftDeleted(_) => (404, 40405),
             VersionSoftDeleted { .. } => (404, 40406),

@@ -353,9 +353,7 @@ impl Registry {
                 schema: state.schemas[&entry.id].clone(),
                 deleted: entry.deleted,
             }),
-            None => Err(RegistryError::SchemaNotFound(
-                "not found under this subject".into(),
-            )),
+            None => Err(RegistryError::SchemaNotInSubject),
         }
     }
 
