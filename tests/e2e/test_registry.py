@@ -472,3 +472,20 @@ def test_cli_register_check_get(reg, tmp_path):
     broken.write_text("{\"type\": \"record\"")
     r = kappa_cli(reg, "check", "--subject", "cli-value", str(broken))
     assert r.returncode != 0 and "42201" in r.stderr
+
+
+def test_normalize_makes_equivalent_schemas_one(reg):
+    a = '{"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}'
+    b = '{"required": ["x"], "properties": {"x": {"type": "integer"}}, "type": "object"}'
+    # as written, the two texts are two schemas (Confluent keeps the text's order)
+    status, first = rest(reg, "POST", "/subjects/plain/versions", {"schema": a, "schemaType": "JSON"})
+    assert status == 200
+    status, second = rest(reg, "POST", "/subjects/plain/versions", {"schema": b, "schemaType": "JSON"})
+    assert status == 200 and second["id"] != first["id"]
+    # normalized, they are one
+    status, n1 = rest(reg, "POST", "/subjects/norm/versions?normalize=true", {"schema": a, "schemaType": "JSON"})
+    status, n2 = rest(reg, "POST", "/subjects/norm/versions?normalize=true", {"schema": b, "schemaType": "JSON"})
+    assert n1["id"] == n2["id"]
+    assert rest(reg, "GET", "/subjects/norm/versions") == (200, [1])
+    status, found = rest(reg, "POST", "/subjects/norm?normalize=true", {"schema": b, "schemaType": "JSON"})
+    assert status == 200 and found["id"] == n1["id"] and found["version"] == 1
