@@ -471,21 +471,49 @@ def test_cli_register_check_get(reg, tmp_path):
     broken = tmp_path / "broken.avsc"
     broken.write_text("{\"type\": \"record\"")
     r = kappa_cli(reg, "check", "--subject", "cli-value", str(broken))
-    assert r.returncode != 0 and "42201" in r.stderr
+    assert r.returncode == 1 and "not valid JSON" in r.stderr
 
 
-def test_normalize_makes_equivalent_schemas_one(reg):
+def test_equivalent_schemas_and_normalize(reg):
     a = '{"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}'
     b = '{"required": ["x"], "properties": {"x": {"type": "integer"}}, "type": "object"}'
-    # as written, the two texts are two schemas (Confluent keeps the text's order)
+    # the same schema written in another key order is found as the version already there
     status, first = rest(reg, "POST", "/subjects/plain/versions", {"schema": a, "schemaType": "JSON"})
     assert status == 200
     status, second = rest(reg, "POST", "/subjects/plain/versions", {"schema": b, "schemaType": "JSON"})
-    assert status == 200 and second["id"] != first["id"]
-    # normalized, they are one
-    status, n1 = rest(reg, "POST", "/subjects/norm/versions?normalize=true", {"schema": a, "schemaType": "JSON"})
-    status, n2 = rest(reg, "POST", "/subjects/norm/versions?normalize=true", {"schema": b, "schemaType": "JSON"})
-    assert n1["id"] == n2["id"]
-    assert rest(reg, "GET", "/subjects/norm/versions") == (200, [1])
-    status, found = rest(reg, "POST", "/subjects/norm?normalize=true", {"schema": b, "schemaType": "JSON"})
-    assert status == 200 and found["id"] == n1["id"] and found["version"] == 1
+    assert status == 200 and second["id"] == first["id"] and second["version"] == 1
+    status, found = rest(reg, "POST", "/subjects/plain", {"schema": b, "schemaType": "JSON"})
+    assert status == 200 and found["version"] == 1
+    # stored as written without normalize; in the normalized form (sorted keys) with it
+    assert rest(reg, "GET", "/subjects/plain/versions/1")[1]["schema"].startswith('{"type"')
+    status, n1 = rest(reg, "POST", "/subjects/norm/versions?normalize=true", {"schema": b, "schemaType": "JSON"})
+    assert status == 200
+    stored = rest(reg, "GET", "/subjects/norm/versions/1")[1]["schema"]
+    assert stored.startswith('{"properties"') and json.loads(stored) == json.loads(a)
+    # normalize as a subject setting applies without the query parameter
+    assert rest(reg, "PUT", "/config/norm2", {"normalize": True}) == (200, {"normalize": True})
+    assert rest(reg, "GET", "/config/norm2")[1] == {"normalize": True}
+    status, n2 = rest(reg, "POST", "/subjects/norm2/versions", {"schema": a, "schemaType": "JSON"})
+    assert n2["id"] == n1["id"]
+
+
+def test_read_only_registry_still_answers_registered_schemas(reg):
+    sr = client(reg)
+    s = Schema(json.dumps({"type": "record", "name": "Ro", "fields": [{"name": "a", "type": "int"}]}), "AVRO")
+    sid = sr.register_schema("ro-value", s)
+    assert rest(reg, "PUT", "/mode", {"mode": "READONLY"})[0] == 200
+    # a producer that auto-registers an existing schema gets its id (Confluent's behaviour)
+    assert client(reg).register_schema("ro-value", s) == sid
+    other = Schema(json.dumps({"type": "record", "name": "Ro2", "fields": []}), "AVRO")
+    with pytest.raises(SchemaRegistryError) as err:
+        client(reg).register_schema("ro-value", other)
+    assert err.value.error_code == 42205
+    # Java's client checks compatibility on a path with a trailing slash
+    status, body = rest(reg, "POST", "/compatibility/subjects/ro-value/versions/", {"schema": s.schema_str})
+    assert (status, body) == (200, {"is_compatible": True})
+    # rules and metadata are refused, not dropped
+    status, body = rest(reg, "PUT", "/mode", {"mode": "READWRITE"})
+    status, body = rest(reg, "POST", "/subjects/rules/versions", {
+        "schema": s.schema_str, "ruleSet": {"domainRules": [{"name": "r", "kind": "CONDITION", "type": "CEL"}]}})
+    assert status == 422 and body["error_code"] == 42210
+    assert rest(reg, "DELETE", "/mode")[0] == 405

@@ -9,14 +9,14 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::compat::CompatibilityLevel;
 use crate::error::RegistryError;
-use crate::records::{Mode, Reference};
+use crate::records::{ConfigValue, Mode, Reference};
 use crate::registry::{Registry, SchemaRequest, SubjectVersion, VersionSpec};
 use crate::schema::{ParsedSchema, SchemaType};
 use crate::state::StoredSchema;
@@ -51,65 +51,83 @@ fn reply(value: Value) -> Result2 {
 pub fn router(registry: Arc<Registry>) -> Router {
     // the body limit is checked by `body()` so an oversized body gets a JSON error
     let limit = registry.config.max_request_bytes;
-    Router::new()
-        .route("/", get(|| async { reply(json!({})) }))
-        .route("/contexts", get(|| async { reply(json!(["."])) }))
-        .route("/schemas", get(list_schemas))
-        .route(
+    let routes: Vec<(&str, MethodRouter<Arc<Registry>>)> = vec![
+        ("/", get(|| async { reply(json!({})) })),
+        ("/contexts", get(|| async { reply(json!(["."])) })),
+        ("/schemas", get(list_schemas)),
+        (
             "/schemas/types",
             get(|| async { reply(json!(["JSON", "PROTOBUF", "AVRO"])) }),
-        )
-        .route("/schemas/ids/{id}", get(schema_by_id))
-        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
-        .route("/schemas/ids/{id}/subjects", get(subjects_by_id))
-        .route("/schemas/ids/{id}/versions", get(versions_by_id))
-        .route("/schemas/guids/{guid}", get(schema_by_guid))
-        .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route(
+        ),
+        ("/schemas/ids/{id}", get(schema_by_id)),
+        ("/schemas/ids/{id}/schema", get(raw_schema_by_id)),
+        ("/schemas/ids/{id}/subjects", get(subjects_by_id)),
+        ("/schemas/ids/{id}/versions", get(versions_by_id)),
+        ("/schemas/guids/{guid}", get(schema_by_guid)),
+        ("/subjects", get(list_subjects)),
+        ("/subjects/{subject}", post(lookup).delete(delete_subject)),
+        (
             "/subjects/{subject}/versions",
             get(list_versions).post(register),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}/schema",
             get(get_raw_version),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}/referencedby",
             get(referenced_by),
-        )
-        .route(
+        ),
+        (
             "/compatibility/subjects/{subject}/versions",
             post(compatibility_all),
-        )
-        .route(
+        ),
+        (
             "/compatibility/subjects/{subject}/versions/{version}",
             post(compatibility_one),
-        )
-        .route(
+        ),
+        (
             "/config",
             get(get_global_config)
                 .put(put_global_config)
                 .delete(delete_global_config),
-        )
-        .route(
+        ),
+        (
             "/config/{subject}",
             get(get_config).put(put_config).delete(delete_config),
-        )
-        .route("/mode", get(get_global_mode).put(put_global_mode))
-        .route(
+        ),
+        ("/mode", get(get_global_mode).put(put_global_mode)),
+        (
             "/mode/{subject}",
             get(get_mode).put(put_mode).delete(delete_mode),
-        )
+        ),
+    ];
+    let mut router = Router::new();
+    for (path, methods) in routes {
+        // Confluent's server answers a path with a trailing slash too, and Java's client
+        // sends one (POST /compatibility/subjects/{s}/versions/)
+        if path != "/" {
+            router = router.route(&format!("{path}/"), methods.clone());
+        }
+        router = router.route(path, methods);
+    }
+    router
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 [(header::CONTENT_TYPE, CONTENT_TYPE)],
                 json!({"error_code": 404, "message": "HTTP 404 Not Found"}).to_string(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                json!({"error_code": 405, "message": "HTTP 405 Method Not Allowed"}).to_string(),
             )
         })
         .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
@@ -174,17 +192,36 @@ struct SchemaBody {
     references: Vec<Reference>,
     id: Option<i32>,
     version: Option<i32>,
-    /// Confluent's data contracts; accepted and not kept (Kappa has no rules engine yet).
+    /// Confluent's data contracts. Kappa has no rules engine yet: a schema that carries
+    /// rules or metadata is refused rather than stored without them (a client would
+    /// otherwise run without its rules, for example write fields meant to be encrypted
+    /// in the clear).
     #[serde(default)]
-    #[allow(dead_code)]
     metadata: Option<Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     rule_set: Option<Value>,
+}
+
+fn is_empty_contract(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.values().all(|x| match x {
+            Value::Null => true,
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        }),
+        _ => false,
+    }
 }
 
 impl SchemaBody {
     fn request(self) -> Result<SchemaRequest, RegistryError> {
+        if !is_empty_contract(&self.rule_set) || !is_empty_contract(&self.metadata) {
+            return Err(RegistryError::InvalidRuleSet(
+                "schema metadata and rule sets (data contracts) are not supported by Kappa's registry yet".into(),
+            ));
+        }
         let schema_type = match &self.schema_type {
             None => SchemaType::Avro,
             Some(t) => SchemaType::parse(t).ok_or_else(|| {
@@ -386,11 +423,15 @@ async fn get_raw_version(
 async fn referenced_by(
     State(reg): Reg,
     sv: Result<Path<(String, String)>, PathRejection>,
+    q: Params,
 ) -> Result2 {
+    let p = params(q)?;
     let (subject, version) = path(sv)?;
-    reply(json!(
-        reg.referenced_by(&subject, VersionSpec::parse(&version)?)?
-    ))
+    reply(json!(reg.referenced_by(
+        &subject,
+        VersionSpec::parse(&version)?,
+        flag(&p, "deleted")
+    )?))
 }
 
 async fn register(
@@ -419,12 +460,14 @@ async fn lookup(
     let p = params(q)?;
     let subject = path(subject)?;
     let request = body::<SchemaBody>(reg.config.max_request_bytes, bytes)?.request()?;
-    let v = reg.lookup(
-        &subject,
-        &request,
-        flag(&p, "normalize"),
-        flag(&p, "deleted"),
-    )?;
+    let v = reg
+        .lookup(
+            &subject,
+            &request,
+            flag(&p, "normalize"),
+            flag(&p, "deleted"),
+        )
+        .await?;
     reply(version_json(&reg, &v, None)?)
 }
 
@@ -463,7 +506,7 @@ async fn compatibility_all(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result2 {
     let subject = path(subject)?;
-    compatibility(&reg, &subject, None, q, bytes)
+    compatibility(&reg, &subject, None, q, bytes).await
 }
 
 async fn compatibility_one(
@@ -474,10 +517,10 @@ async fn compatibility_one(
 ) -> Result2 {
     let (subject, version) = path(sv)?;
     let spec = VersionSpec::parse(&version)?;
-    compatibility(&reg, &subject, Some(spec), q, bytes)
+    compatibility(&reg, &subject, Some(spec), q, bytes).await
 }
 
-fn compatibility(
+async fn compatibility(
     reg: &Registry,
     subject: &str,
     version: Option<VersionSpec>,
@@ -486,7 +529,15 @@ fn compatibility(
 ) -> Result2 {
     let p = params(q)?;
     let request = body::<SchemaBody>(reg.config.max_request_bytes, bytes)?.request()?;
-    let reasons = reg.check_compatibility(subject, version, &request, flag(&p, "normalize"))?;
+    let checked = reg
+        .check_compatibility(subject, version, &request, flag(&p, "normalize"))
+        .await;
+    let reasons = match checked {
+        Ok(reasons) => reasons,
+        // verbose: an invalid schema is an incompatible one, with the reason (as Confluent)
+        Err(RegistryError::InvalidSchema(e)) if flag(&p, "verbose") => vec![e],
+        Err(e) => return Err(e),
+    };
     let mut out = json!({"is_compatible": reasons.is_empty()});
     if flag(&p, "verbose") {
         out["messages"] = json!(reasons);
@@ -501,31 +552,67 @@ struct ConfigBody {
     compatibility: Option<String>,
     #[serde(rename = "compatibilityLevel")]
     compatibility_level: Option<String>,
+    normalize: Option<bool>,
 }
 
 impl ConfigBody {
-    fn level(&self) -> Result<CompatibilityLevel, RegistryError> {
-        self.compatibility
+    fn update(&self) -> Result<ConfigValue, RegistryError> {
+        let level = match self
+            .compatibility
             .as_deref()
             .or(self.compatibility_level.as_deref())
-            .and_then(CompatibilityLevel::parse)
-            .ok_or(RegistryError::InvalidCompatibilityLevel)
+        {
+            Some(l) => {
+                Some(CompatibilityLevel::parse(l).ok_or(RegistryError::InvalidCompatibilityLevel)?)
+            }
+            None => None,
+        };
+        if level.is_none() && self.normalize.is_none() {
+            return Err(RegistryError::InvalidCompatibilityLevel);
+        }
+        Ok(ConfigValue {
+            compatibility_level: level,
+            normalize: self.normalize,
+        })
     }
 }
 
+/// `{"compatibilityLevel": ..., "normalize": ...}` as GET and DELETE answer.
+fn config_json(c: &ConfigValue) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(l) = c.compatibility_level {
+        out.insert("compatibilityLevel".into(), json!(l.as_str()));
+    }
+    if let Some(n) = c.normalize {
+        out.insert("normalize".into(), json!(n));
+    }
+    Value::Object(out)
+}
+
+/// `{"compatibility": ..., "normalize": ...}` as PUT answers.
+fn config_update_json(c: &ConfigValue) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(l) = c.compatibility_level {
+        out.insert("compatibility".into(), json!(l.as_str()));
+    }
+    if let Some(n) = c.normalize {
+        out.insert("normalize".into(), json!(n));
+    }
+    Value::Object(out)
+}
+
 async fn get_global_config(State(reg): Reg) -> Result2 {
-    reply(json!({"compatibilityLevel": reg.get_config(None, true)?.as_str()}))
+    reply(config_json(&reg.get_config(None, true)?))
 }
 
 async fn put_global_config(State(reg): Reg, bytes: Result<Bytes, BytesRejection>) -> Result2 {
-    let level = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.level()?;
-    reg.set_config(None, level).await?;
-    reply(json!({"compatibility": level.as_str()}))
+    let update = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.update()?;
+    reg.set_config(None, update.clone()).await?;
+    reply(config_update_json(&update))
 }
 
 async fn delete_global_config(State(reg): Reg) -> Result2 {
-    let previous = reg.delete_config(None).await?;
-    reply(json!({"compatibilityLevel": previous.as_str()}))
+    reply(config_json(&reg.delete_config(None).await?))
 }
 
 async fn get_config(
@@ -534,8 +621,8 @@ async fn get_config(
     q: Params,
 ) -> Result2 {
     let p = params(q)?;
-    let level = reg.get_config(Some(&path(subject)?), flag(&p, "defaultToGlobal"))?;
-    reply(json!({"compatibilityLevel": level.as_str()}))
+    let config = reg.get_config(Some(&path(subject)?), flag(&p, "defaultToGlobal"))?;
+    reply(config_json(&config))
 }
 
 async fn put_config(
@@ -544,14 +631,15 @@ async fn put_config(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result2 {
     let subject = path(subject)?;
-    let level = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.level()?;
-    reg.set_config(Some(&subject), level).await?;
-    reply(json!({"compatibility": level.as_str()}))
+    let update = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.update()?;
+    reg.set_config(Some(&subject), update.clone()).await?;
+    reply(config_update_json(&update))
 }
 
 async fn delete_config(State(reg): Reg, subject: Result<Path<String>, PathRejection>) -> Result2 {
-    let previous = reg.delete_config(Some(&path(subject)?)).await?;
-    reply(json!({"compatibilityLevel": previous.as_str()}))
+    reply(config_json(
+        &reg.delete_config(Some(&path(subject)?)).await?,
+    ))
 }
 
 // ---- mode ----

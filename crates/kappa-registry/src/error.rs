@@ -42,6 +42,10 @@ pub enum RegistryError {
         reasons: Vec<String>,
     },
     #[error("{0}")]
+    InvalidRuleSet(String),
+    #[error("Invalid subject name '{0}'")]
+    InvalidSubject(String),
+    #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     Unprocessable(String),
@@ -74,6 +78,8 @@ impl RegistryError {
             OperationNotPermitted(_) => (422, 42205),
             ReferenceExists { .. } => (422, 42206),
             Incompatible { .. } => (409, 409),
+            InvalidRuleSet(_) => (422, 42210),
+            InvalidSubject(_) => (422, 42208),
             BadRequest(_) => (400, 400),
             Unprocessable(_) => (422, 422),
             BodyTooLarge { .. } => (413, 413),

@@ -44,7 +44,7 @@ pub enum RecordKey {
     },
     /// Confluent's marker for a permanently deleted subject.
     ClearSubject {
-        subject: String,
+        subject: Option<String>,
         #[serde(default)]
         magic: i32,
     },
@@ -93,10 +93,14 @@ pub struct SchemaValue {
     pub deleted: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A subject's or the global settings; every field optional, as in Confluent's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigValue {
-    pub compatibility_level: CompatibilityLevel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility_level: Option<CompatibilityLevel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,6 +112,8 @@ pub enum Mode {
     Import,
     /// Confluent's READONLY_OVERRIDE: read-only, and overrides subject-level modes.
     ReadonlyOverride,
+    /// Confluent's mode for a subject kept in step from another registry: read-only here.
+    Forward,
 }
 
 impl Mode {
@@ -117,6 +123,7 @@ impl Mode {
             "READONLY" => Some(Mode::Readonly),
             "IMPORT" => Some(Mode::Import),
             "READONLY_OVERRIDE" => Some(Mode::ReadonlyOverride),
+            "FORWARD" => Some(Mode::Forward),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use crate::records::{
     to_value, ConfigValue, Mode, ModeValue, RecordKey, Reference, SchemaValue, StoreRecord,
 };
 use crate::schema::{ParsedSchema, SchemaType};
-use crate::state::{schema_record, ContentKey, State, StoredSchema};
+use crate::state::{schema_record, ContentKey, State, StoredSchema, VersionEntry};
 use crate::store::KafkaStore;
 
 /// The registry's settings (`[registry]` in kappa's TOML file).
@@ -122,13 +122,28 @@ impl Registry {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Appends records and applies each one the topic acknowledged, so memory never runs
+    /// ahead of the topic nor behind it when a later record of the same write fails.
     async fn commit(&self, records: Vec<StoreRecord>) -> Result<(), RegistryError> {
-        self.store.append(&records).await?;
+        let (written, result) = self.store.append(&records).await;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        for r in &records {
+        for r in &records[..written] {
             state.apply(r);
         }
-        Ok(())
+        if result.is_err() {
+            // an unacknowledged schema may still have been stored: never hand its id out again
+            for r in &records[written..] {
+                if let Some(id) = r
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.get("id"))
+                    .and_then(|v| v.as_i64())
+                {
+                    state.max_id = state.max_id.max(id.clamp(0, i32::MAX as i64) as i32);
+                }
+            }
+        }
+        result
     }
 
     // ---- schemas by id ----
@@ -223,7 +238,8 @@ impl Registry {
                 let any_live = vs.values().any(|e| !e.deleted);
                 let any_deleted = vs.values().any(|e| e.deleted);
                 if deleted_only {
-                    any_deleted
+                    // a subject whose every version is soft-deleted (Confluent's rule)
+                    any_deleted && !any_live
                 } else {
                     any_live || (deleted && any_deleted)
                 }
@@ -266,7 +282,8 @@ impl Registry {
             return Err(RegistryError::SubjectNotFound(subject.to_string()));
         }
         let found = match spec {
-            VersionSpec::Latest => all.iter().rev().find(|(_, e)| deleted || !e.deleted),
+            // latest is the newest live version, whatever `deleted` says
+            VersionSpec::Latest => all.iter().rev().find(|(_, e)| !e.deleted),
             VersionSpec::Number(n) => all.iter().find(|(v, e)| *v == n && (deleted || !e.deleted)),
         };
         let Some((version, entry)) = found else {
@@ -294,63 +311,104 @@ impl Registry {
         &self,
         subject: &str,
         spec: VersionSpec,
+        deleted: bool,
     ) -> Result<Vec<i32>, RegistryError> {
         let v = self.version(subject, spec, true)?;
-        Ok(self.read().referenced_by(subject, v.version))
+        Ok(self.read().referenced_by(subject, v.version, deleted, None))
     }
 
     // ---- registration and look-up ----
 
-    /// Parses a schema with its references and returns it with the text to store.
-    fn prepare(
+    /// Parses a schema with its references and returns it with the text to store. Parsing
+    /// runs on the blocking pool and outside the state lock: a schema may be megabytes.
+    async fn prepare(
         &self,
-        state: &State,
         request: &SchemaRequest,
         normalize: bool,
-    ) -> Result<(ParsedSchema, ContentKey), RegistryError> {
-        let deps = state
-            .dependencies(&request.references)
-            .map_err(RegistryError::InvalidSchema)?;
-        let parsed = ParsedSchema::parse(request.schema_type, &request.schema, &deps)
-            .map_err(|e| RegistryError::InvalidSchema(e.0))?;
+    ) -> Result<(Arc<ParsedSchema>, ContentKey), RegistryError> {
+        let (references, deps) = {
+            let state = self.read();
+            let references = state
+                .resolve_latest(&request.references)
+                .map_err(RegistryError::InvalidSchema)?;
+            let deps = state
+                .dependencies(&references)
+                .map_err(RegistryError::InvalidSchema)?;
+            (references, deps)
+        };
+        let schema_type = request.schema_type;
+        let text = request.schema.clone();
+        let parsed =
+            tokio::task::spawn_blocking(move || ParsedSchema::parse(schema_type, &text, &deps))
+                .await
+                .map_err(|e| RegistryError::Store(format!("parsing the schema failed: {e}")))?
+                .map_err(|e| RegistryError::InvalidSchema(e.0))?;
         let text = if normalize {
             parsed.normalized()
         } else {
             parsed.canonical()
         };
         let key = ContentKey {
-            schema_type: request.schema_type,
+            schema_type,
             text,
-            references: request.references.clone(),
+            references,
         };
-        Ok((parsed, key))
+        Ok((Arc::new(parsed), key))
+    }
+
+    /// The newest version of `versions` holding this schema: the same stored text, or
+    /// failing that an equivalent one (equal normalized forms), as Confluent's look-up
+    /// falls back to comparing parsed schemas.
+    fn find_in_subject(
+        state: &State,
+        versions: &[(i32, VersionEntry)],
+        key: &ContentKey,
+        parsed: &ParsedSchema,
+    ) -> Option<(i32, VersionEntry)> {
+        let exact = versions.iter().rev().find(|(_, e)| {
+            state
+                .schemas
+                .get(&e.id)
+                .is_some_and(|s| same_content(s, key))
+        });
+        if let Some(found) = exact {
+            return Some(*found);
+        }
+        let normalized = parsed.normalized();
+        versions
+            .iter()
+            .rev()
+            .find(|(_, e)| {
+                state.schemas.get(&e.id).is_some_and(|s| {
+                    s.schema_type == key.schema_type
+                        && s.references == key.references
+                        && state.normalized(s).as_deref() == Some(normalized.as_str())
+                })
+            })
+            .copied()
     }
 
     /// POST /subjects/{subject}: the version of `subject` holding this schema.
-    pub fn lookup(
+    pub async fn lookup(
         &self,
         subject: &str,
         request: &SchemaRequest,
         normalize: bool,
         deleted: bool,
     ) -> Result<SubjectVersion, RegistryError> {
-        let state = self.read();
-        let versions = state.versions(subject, deleted);
-        if versions.is_empty() {
+        if self.read().versions(subject, deleted).is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_string()));
         }
-        let (_, key) = self.prepare(&state, request, normalize)?;
-        let found = versions.iter().rev().find(|(_, e)| {
-            state
-                .schemas
-                .get(&e.id)
-                .is_some_and(|s| same_content(s, &key))
-        });
-        match found {
-            Some((version, entry)) => Ok(SubjectVersion {
+        let normalize = normalize || self.read().normalize(Some(subject));
+        let (parsed, key) = self.prepare(request, normalize).await?;
+        let state = self.read();
+        let versions = state.versions(subject, deleted);
+        let found = Self::find_in_subject(&state, &versions, &key, &parsed);
+        match found.and_then(|(v, e)| state.schemas.get(&e.id).map(|s| (v, e, s.clone()))) {
+            Some((version, entry, schema)) => Ok(SubjectVersion {
                 subject: subject.to_string(),
-                version: *version,
-                schema: state.schemas[&entry.id].clone(),
+                version,
+                schema,
                 deleted: entry.deleted,
             }),
             None => Err(RegistryError::SchemaNotInSubject),
@@ -366,35 +424,42 @@ impl Registry {
     ) -> Result<SubjectVersion, RegistryError> {
         validate_subject(subject)?;
         let _write = self.write.lock().await;
+        let normalize = normalize || self.read().normalize(Some(subject));
+        // only this task writes while it holds `write`: the state cannot change under it
+        let (parsed, key) = self.prepare(request, normalize).await?;
         let value = {
             let state = self.read();
-            self.check_writable(&state, subject)?;
             let mode = state.mode(Some(subject));
             let import = mode == Mode::Import;
-            let (parsed, key) = self.prepare(&state, request, normalize)?;
-            let existing_id = state.ids_by_content.get(&key).copied();
             let versions = state.versions(subject, false);
+            let wanted_id = request.id.filter(|id| *id >= 0);
 
-            // the same schema already registered under this subject
-            if let Some((version, entry)) = versions
-                .iter()
-                .rev()
-                .find(|(_, e)| Some(e.id) == existing_id)
+            // the same schema already registered under this subject: answered in any mode,
+            // so producers that auto-register keep working against a read-only registry
+            if let Some((version, entry)) = Self::find_in_subject(&state, &versions, &key, &parsed)
             {
-                let wanted_id = request.id.filter(|id| *id >= 0);
                 if wanted_id.is_none_or(|id| id == entry.id)
-                    && request.version.is_none_or(|v| v == *version)
+                    && request.version.is_none_or(|v| v == version)
                 {
-                    return Ok(SubjectVersion {
-                        subject: subject.to_string(),
-                        version: *version,
-                        schema: state.schemas[&entry.id].clone(),
-                        deleted: false,
-                    });
+                    if let Some(schema) = state.schemas.get(&entry.id) {
+                        return Ok(SubjectVersion {
+                            subject: subject.to_string(),
+                            version,
+                            schema: schema.clone(),
+                            deleted: false,
+                        });
+                    }
                 }
             }
+            self.check_writable(&state, subject)?;
+            if import && wanted_id.is_none() {
+                return Err(RegistryError::OperationNotPermitted(format!(
+                    "Subject {subject} is in IMPORT mode: a registration must give the schema's id"
+                )));
+            }
+            let existing_id = state.ids_by_content.get(&key).copied();
 
-            let id = match (request.id.filter(|id| *id >= 0), import) {
+            let id = match (wanted_id, import) {
                 (Some(id), true) => {
                     if let Some(stored) = state.schemas.get(&id) {
                         if !same_content(stored, &key) {
@@ -445,6 +510,7 @@ impl Registry {
             }
 
             let all = state.versions(subject, true);
+            let next = all.last().map(|(v, _)| v + 1).unwrap_or(1);
             let version = match request.version.filter(|v| *v >= 1) {
                 Some(v) if import => {
                     if all.iter().any(|(n, _)| *n == v) {
@@ -454,26 +520,24 @@ impl Registry {
                     }
                     v
                 }
+                // outside IMPORT a client may only name the version it would get
+                Some(v) if v == next => v,
                 Some(v) => {
-                    return Err(RegistryError::OperationNotPermitted(format!(
-                        "Version {v} can only be given in IMPORT mode"
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "Version {v} is not the next version of subject {subject} ({next}); \
+                         other versions can only be given in IMPORT mode"
                     )))
                 }
-                None => all.last().map(|(v, _)| v + 1).unwrap_or(1),
+                None => next,
             };
-            let guid = state
-                .schemas
-                .get(&id)
-                .map(|s| s.guid.clone())
-                .unwrap_or_else(new_guid);
             SchemaValue {
                 subject: subject.to_string(),
                 version,
                 id,
-                guid: Some(guid),
+                guid: Some(guid_of(&key)),
                 schema_type: request.schema_type,
-                references: request.references.clone(),
-                schema: key.text,
+                references: key.references.clone(),
+                schema: key.text.clone(),
                 deleted: false,
             }
         };
@@ -496,32 +560,32 @@ impl Registry {
     /// POST /compatibility/subjects/{subject}/versions[/{version}]: the reasons `request`
     /// is incompatible (empty: compatible). `version` None: against every version the level
     /// asks for.
-    pub fn check_compatibility(
+    pub async fn check_compatibility(
         &self,
         subject: &str,
         version: Option<VersionSpec>,
         request: &SchemaRequest,
         normalize: bool,
     ) -> Result<Vec<String>, RegistryError> {
-        let state = self.read();
-        let (parsed, _) = self.prepare(&state, request, normalize)?;
-        let level = state.level(Some(subject), self.default_level);
-        let versions = state.versions(subject, false);
-        let chosen: Vec<(i32, crate::state::VersionEntry)> = match version {
-            None => versions,
-            Some(VersionSpec::Latest) => versions.last().copied().into_iter().collect(),
-            Some(VersionSpec::Number(n)) => {
-                let found: Vec<_> = versions.into_iter().filter(|(v, _)| *v == n).collect();
-                if found.is_empty() {
-                    if state.versions(subject, true).is_empty() {
-                        return Err(RegistryError::SubjectNotFound(subject.to_string()));
-                    }
+        let normalize = normalize || self.read().normalize(Some(subject));
+        {
+            let state = self.read();
+            if let Some(VersionSpec::Number(n)) = version {
+                if !state.versions(subject, false).iter().any(|(v, _)| *v == n) {
                     return Err(RegistryError::VersionNotFound {
                         version: n.to_string(),
                     });
                 }
-                found
             }
+        }
+        let (parsed, _) = self.prepare(request, normalize).await?;
+        let state = self.read();
+        let level = state.level(Some(subject), self.default_level);
+        let versions = state.versions(subject, false);
+        let chosen: Vec<(i32, VersionEntry)> = match version {
+            None => versions,
+            Some(VersionSpec::Latest) => versions.last().copied().into_iter().collect(),
+            Some(VersionSpec::Number(n)) => versions.into_iter().filter(|(v, _)| *v == n).collect(),
         };
         let mut previous = Vec::new();
         for (v, entry) in chosen {
@@ -558,15 +622,19 @@ impl Registry {
             if !permanent && live.is_empty() {
                 return Err(RegistryError::SubjectSoftDeleted(subject.to_string()));
             }
+            // a permanent delete is refused while even soft-deleted schemas refer to it
             for (v, _) in &all {
-                if !state.referenced_by(subject, *v).is_empty() {
+                if !state
+                    .referenced_by(subject, *v, permanent, Some(subject))
+                    .is_empty()
+                {
                     return Err(RegistryError::ReferenceExists {
                         subject: subject.to_string(),
                         version: *v,
                     });
                 }
             }
-            let targets: Vec<(i32, crate::state::VersionEntry)> = if permanent {
+            let targets: Vec<(i32, VersionEntry)> = if permanent {
                 all.clone()
             } else {
                 live.into_iter().copied().collect()
@@ -577,18 +645,7 @@ impl Registry {
             }
             if permanent {
                 // a subject gone for good takes its settings with it
-                if state.configs.contains_key(&Some(subject.to_string())) {
-                    records.push(StoreRecord {
-                        key: RecordKey::config(Some(subject)),
-                        value: None,
-                    });
-                }
-                if state.modes.contains_key(&Some(subject.to_string())) {
-                    records.push(StoreRecord {
-                        key: RecordKey::mode(Some(subject)),
-                        value: None,
-                    });
-                }
+                records.extend(Self::settings_removal(&state, subject));
             }
             (records, targets.iter().map(|(v, _)| *v).collect::<Vec<_>>())
         };
@@ -612,8 +669,8 @@ impl Registry {
                 return Err(RegistryError::SubjectNotFound(subject.to_string()));
             }
             let found = match spec {
-                // latest: the newest live version, or for a permanent delete the newest one
-                VersionSpec::Latest => all.iter().rev().find(|(_, e)| permanent || !e.deleted),
+                // latest is the newest live version, for a permanent delete too (Confluent's rule)
+                VersionSpec::Latest => all.iter().rev().find(|(_, e)| !e.deleted),
                 VersionSpec::Number(n) => all.iter().find(|(v, _)| *v == n),
             };
             let Some((version, entry)) = found.copied() else {
@@ -633,19 +690,44 @@ impl Registry {
                     version,
                 });
             }
-            if !state.referenced_by(subject, version).is_empty() {
+            if !state
+                .referenced_by(subject, version, permanent, None)
+                .is_empty()
+            {
                 return Err(RegistryError::ReferenceExists {
                     subject: subject.to_string(),
                     version,
                 });
             }
-            (
-                self.deletion_record(&state, subject, version, entry.id, permanent)?,
-                version,
-            )
+            let mut records =
+                vec![self.deletion_record(&state, subject, version, entry.id, permanent)?];
+            if permanent && all.len() == 1 {
+                // the subject's last version gone for good takes the subject's settings along
+                records.extend(Self::settings_removal(&state, subject));
+            }
+            (records, version)
         };
-        self.commit(vec![record]).await?;
+        self.commit(record).await?;
         Ok(version)
+    }
+
+    /// Tombstones for a subject's own config and mode, where it has them.
+    fn settings_removal(state: &State, subject: &str) -> Vec<StoreRecord> {
+        let key = Some(subject.to_string());
+        let mut records = Vec::new();
+        if state.configs.contains_key(&key) {
+            records.push(StoreRecord {
+                key: RecordKey::config(Some(subject)),
+                value: None,
+            });
+        }
+        if state.modes.contains_key(&key) {
+            records.push(StoreRecord {
+                key: RecordKey::mode(Some(subject)),
+                value: None,
+            });
+        }
+        records
     }
 
     fn deletion_record(
@@ -680,67 +762,81 @@ impl Registry {
 
     fn check_writable(&self, state: &State, subject: &str) -> Result<(), RegistryError> {
         match state.mode(Some(subject)) {
-            Mode::Readonly | Mode::ReadonlyOverride => Err(RegistryError::OperationNotPermitted(
-                format!("Subject {subject} is in read-only mode"),
-            )),
+            Mode::Readonly | Mode::ReadonlyOverride | Mode::Forward => {
+                Err(RegistryError::OperationNotPermitted(format!(
+                    "Subject {subject} is in read-only mode"
+                )))
+            }
             _ => Ok(()),
         }
     }
 
     // ---- config and mode ----
 
-    /// The level in force for `subject` (None: global); `fallback` falls back to the global
-    /// level when the subject has none of its own.
+    /// The settings of `subject` (None: global), with the global level filled in for the
+    /// global config; `fallback` answers a subject without settings with the global ones.
     pub fn get_config(
         &self,
         subject: Option<&str>,
         fallback: bool,
-    ) -> Result<CompatibilityLevel, RegistryError> {
+    ) -> Result<ConfigValue, RegistryError> {
         let state = self.read();
+        let global = || ConfigValue {
+            compatibility_level: Some(state.level(None, self.default_level)),
+            normalize: state.configs.get(&None).and_then(|c| c.normalize),
+        };
         match subject {
-            None => Ok(state.level(None, self.default_level)),
+            None => Ok(global()),
             Some(s) => match state.configs.get(&Some(s.to_string())) {
-                Some(level) => Ok(*level),
-                None if fallback => Ok(state.level(None, self.default_level)),
+                Some(config) => Ok(config.clone()),
+                None if fallback => Ok(global()),
                 None => Err(RegistryError::SubjectConfigNotFound(s.to_string())),
             },
         }
     }
 
+    /// Updates the settings given in `update`, keeping the others; returns the result.
     pub async fn set_config(
         &self,
         subject: Option<&str>,
-        level: CompatibilityLevel,
-    ) -> Result<(), RegistryError> {
+        update: ConfigValue,
+    ) -> Result<ConfigValue, RegistryError> {
         if let Some(s) = subject {
             validate_subject(s)?;
         }
         let _write = self.write.lock().await;
-        let value = to_value(&ConfigValue {
-            compatibility_level: level,
-        });
+        let merged = {
+            let state = self.read();
+            let current = state
+                .configs
+                .get(&subject.map(str::to_string))
+                .cloned()
+                .unwrap_or_default();
+            ConfigValue {
+                compatibility_level: update.compatibility_level.or(current.compatibility_level),
+                normalize: update.normalize.or(current.normalize),
+            }
+        };
         self.commit(vec![StoreRecord {
             key: RecordKey::config(subject),
-            value: Some(value),
+            value: Some(to_value(&merged)),
         }])
-        .await
+        .await?;
+        Ok(merged)
     }
 
-    /// Removes a subject's (or the global) level; returns the one removed.
-    pub async fn delete_config(
-        &self,
-        subject: Option<&str>,
-    ) -> Result<CompatibilityLevel, RegistryError> {
+    /// Removes a subject's (or the global) settings; returns those removed.
+    pub async fn delete_config(&self, subject: Option<&str>) -> Result<ConfigValue, RegistryError> {
         let _write = self.write.lock().await;
         let previous = {
             let state = self.read();
             match subject {
-                None => state.level(None, self.default_level),
+                None => ConfigValue {
+                    compatibility_level: Some(state.level(None, self.default_level)),
+                    normalize: state.configs.get(&None).and_then(|c| c.normalize),
+                },
                 Some(s) => match state.configs.get(&Some(s.to_string())) {
-                    Some(l) => *l,
-                    None if state.subjects.contains_key(s) => {
-                        return Err(RegistryError::SubjectConfigNotFound(s.to_string()))
-                    }
+                    Some(c) => c.clone(),
                     None => return Err(RegistryError::SubjectNotFound(s.to_string())),
                 },
             }
@@ -777,7 +873,8 @@ impl Registry {
         let _write = self.write.lock().await;
         {
             let state = self.read();
-            if mode == Mode::Import && !force {
+            // already importing: nothing to protect any more
+            if mode == Mode::Import && !force && state.mode(subject) != Mode::Import {
                 let non_empty = match subject {
                     None => state
                         .subjects
@@ -807,7 +904,7 @@ impl Registry {
             .modes
             .get(&Some(subject.to_string()))
             .copied()
-            .ok_or_else(|| RegistryError::SubjectModeNotFound(subject.to_string()))?;
+            .ok_or_else(|| RegistryError::SubjectNotFound(subject.to_string()))?;
         self.commit(vec![StoreRecord {
             key: RecordKey::mode(Some(subject)),
             value: None,
@@ -832,27 +929,16 @@ fn version_text(spec: VersionSpec) -> String {
 
 fn validate_subject(subject: &str) -> Result<(), RegistryError> {
     if subject.is_empty() || subject.chars().any(|c| c.is_control()) {
-        return Err(RegistryError::BadRequest(format!(
-            "Invalid subject name '{}': empty or with control characters",
-            subject.escape_debug()
-        )));
+        return Err(RegistryError::InvalidSubject(
+            subject.escape_debug().to_string(),
+        ));
     }
     Ok(())
 }
 
-fn new_guid() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+/// A schema's GUID as Confluent's registry derives it: the MD5 of the schema text and of
+/// each reference (name, subject, big-endian version), written as a UUID. The same content
+/// has the same GUID in either registry.
+pub fn guid_of(key: &ContentKey) -> String {
+    crate::state::guid_of(&key.text, &key.references)
 }

@@ -22,6 +22,8 @@ pub struct StoredSchema {
     pub references: Vec<Reference>,
     /// Parsed on first use (a replayed schema may never be checked against).
     pub parsed: OnceLock<Result<Arc<ParsedSchema>, String>>,
+    /// The normalized text, computed on first use (look-ups compare it).
+    pub normalized: OnceLock<Option<String>>,
 }
 
 /// What makes two registrations the same schema.
@@ -44,10 +46,12 @@ pub struct State {
     pub ids_by_content: HashMap<ContentKey, i32>,
     pub ids_by_guid: HashMap<String, i32>,
     pub subjects: BTreeMap<String, BTreeMap<i32, VersionEntry>>,
-    pub configs: HashMap<Option<String>, CompatibilityLevel>,
+    pub configs: HashMap<Option<String>, ConfigValue>,
     pub modes: HashMap<Option<String>, Mode>,
     /// The largest id ever seen: ids are never handed out twice in one run.
     pub max_id: i32,
+    /// How many versions (live or soft-deleted) use each id.
+    pub uses: HashMap<i32, usize>,
 }
 
 impl State {
@@ -60,7 +64,12 @@ impl State {
             } => match &record.value {
                 None => self.remove_version(subject, *version),
                 Some(v) => match serde_json::from_value::<SchemaValue>(v.clone()) {
-                    Ok(value) => self.put_version(value),
+                    // the key says which version a record is: a tombstone of that key undoes it
+                    Ok(value) => self.put_version(SchemaValue {
+                        subject: subject.clone(),
+                        version: *version,
+                        ..value
+                    }),
                     Err(e) => {
                         tracing::warn!(error = %e, %subject, version, "skipping unreadable schema record")
                     }
@@ -72,7 +81,7 @@ impl State {
                 }
                 Some(v) => match serde_json::from_value::<ConfigValue>(v.clone()) {
                     Ok(c) => {
-                        self.configs.insert(subject.clone(), c.compatibility_level);
+                        self.configs.insert(subject.clone(), c);
                     }
                     Err(e) => tracing::warn!(error = %e, "skipping unreadable config record"),
                 },
@@ -89,12 +98,15 @@ impl State {
                 },
             },
             RecordKey::DeleteSubject { subject, .. } => {
-                let upto = record
+                // a marker without a readable value says nothing: never delete on a guess
+                let Some(upto) = record
                     .value
                     .as_ref()
                     .and_then(|v| serde_json::from_value::<DeleteSubjectValue>(v.clone()).ok())
                     .map(|d| d.version)
-                    .unwrap_or(i32::MAX);
+                else {
+                    return;
+                };
                 if let Some(versions) = self.subjects.get_mut(subject) {
                     for (_, entry) in versions.range_mut(..=upto) {
                         entry.deleted = true;
@@ -102,6 +114,9 @@ impl State {
                 }
             }
             RecordKey::ClearSubject { subject, .. } => {
+                let Some(subject) = subject else {
+                    return;
+                };
                 let versions: Vec<i32> = self
                     .subjects
                     .get(subject)
@@ -121,16 +136,33 @@ impl State {
     }
 
     fn put_version(&mut self, value: SchemaValue) {
+        if let Some(existing) = self.schemas.get(&value.id) {
+            if existing.text != value.schema
+                || existing.schema_type != value.schema_type
+                || existing.references != value.references
+            {
+                tracing::warn!(
+                    id = value.id,
+                    subject = %value.subject,
+                    version = value.version,
+                    "skipping a schema record whose id already names another schema"
+                );
+                return;
+            }
+        }
         self.max_id = self.max_id.max(value.id);
         if !self.schemas.contains_key(&value.id) {
-            let guid = value.guid.clone().unwrap_or_else(|| guid_for_id(value.id));
+            let guid = value
+                .guid
+                .clone()
+                .unwrap_or_else(|| guid_of(&value.schema, &value.references));
             let key = ContentKey {
                 schema_type: value.schema_type,
                 text: value.schema.clone(),
                 references: value.references.clone(),
             };
             self.ids_by_content.entry(key).or_insert(value.id);
-            self.ids_by_guid.insert(guid.clone(), value.id);
+            self.ids_by_guid.entry(guid.clone()).or_insert(value.id);
             self.schemas.insert(
                 value.id,
                 Arc::new(StoredSchema {
@@ -140,16 +172,21 @@ impl State {
                     text: value.schema,
                     references: value.references,
                     parsed: OnceLock::new(),
+                    normalized: OnceLock::new(),
                 }),
             );
         }
-        self.subjects.entry(value.subject).or_default().insert(
+        let previous = self.subjects.entry(value.subject).or_default().insert(
             value.version,
             VersionEntry {
                 id: value.id,
                 deleted: value.deleted,
             },
         );
+        *self.uses.entry(value.id).or_default() += 1;
+        if let Some(previous) = previous {
+            self.release(previous.id);
+        }
     }
 
     fn remove_version(&mut self, subject: &str, version: i32) {
@@ -162,15 +199,31 @@ impl State {
         if versions.is_empty() {
             self.subjects.remove(subject);
         }
-        // a schema no version refers to any more is gone, as in Confluent's registry
-        let still_used = self
-            .subjects
-            .values()
-            .any(|vs| vs.values().any(|e| e.id == entry.id));
-        if !still_used {
-            if let Some(schema) = self.schemas.remove(&entry.id) {
+        self.release(entry.id);
+    }
+
+    /// One version fewer uses `id`; a schema no version uses any more is gone, as in
+    /// Confluent's registry.
+    fn release(&mut self, id: i32) {
+        let Some(count) = self.uses.get_mut(&id) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        self.uses.remove(&id);
+        if let Some(schema) = self.schemas.remove(&id) {
+            if self.ids_by_guid.get(&schema.guid) == Some(&id) {
                 self.ids_by_guid.remove(&schema.guid);
-                self.ids_by_content.retain(|_, id| *id != entry.id);
+            }
+            let key = ContentKey {
+                schema_type: schema.schema_type,
+                text: schema.text.clone(),
+                references: schema.references.clone(),
+            };
+            if self.ids_by_content.get(&key) == Some(&id) {
+                self.ids_by_content.remove(&key);
             }
         }
     }
@@ -178,9 +231,42 @@ impl State {
     pub fn level(&self, subject: Option<&str>, default: CompatibilityLevel) -> CompatibilityLevel {
         subject
             .and_then(|s| self.configs.get(&Some(s.to_string())))
-            .or_else(|| self.configs.get(&None))
-            .copied()
+            .and_then(|c| c.compatibility_level)
+            .or_else(|| self.configs.get(&None).and_then(|c| c.compatibility_level))
             .unwrap_or(default)
+    }
+
+    /// Whether schemas are normalized on registration and look-up without being asked.
+    pub fn normalize(&self, subject: Option<&str>) -> bool {
+        subject
+            .and_then(|s| self.configs.get(&Some(s.to_string())))
+            .and_then(|c| c.normalize)
+            .or_else(|| self.configs.get(&None).and_then(|c| c.normalize))
+            .unwrap_or(false)
+    }
+
+    /// References with version -1 name their subject's latest live version.
+    pub fn resolve_latest(&self, references: &[Reference]) -> Result<Vec<Reference>, String> {
+        references
+            .iter()
+            .map(|r| {
+                if r.version != -1 {
+                    return Ok(r.clone());
+                }
+                let latest = self.versions(&r.subject, false).last().map(|(v, _)| *v);
+                latest
+                    .map(|version| Reference {
+                        version,
+                        ..r.clone()
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "reference '{}' to the latest version of subject '{}': the subject has no versions",
+                            r.name, r.subject
+                        )
+                    })
+            })
+            .collect()
     }
 
     pub fn mode(&self, subject: Option<&str>) -> Mode {
@@ -262,13 +348,29 @@ impl State {
             .clone()
     }
 
-    /// The ids of live schemas that refer to `subject` at `version`.
-    pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<i32> {
+    /// The normalized text of a stored schema, computed once; None if it does not parse.
+    pub fn normalized(&self, schema: &StoredSchema) -> Option<String> {
+        schema
+            .normalized
+            .get_or_init(|| self.parsed(schema).ok().map(|p| p.normalized()))
+            .clone()
+    }
+
+    /// The ids of schemas that refer to `subject` at `version`, from live versions (and
+    /// soft-deleted ones too when `deleted`), leaving out versions of `except_subject`.
+    pub fn referenced_by(
+        &self,
+        subject: &str,
+        version: i32,
+        deleted: bool,
+        except_subject: Option<&str>,
+    ) -> Vec<i32> {
         let mut ids: Vec<i32> = self
             .subjects
-            .values()
-            .flat_map(|vs| vs.values())
-            .filter(|e| !e.deleted)
+            .iter()
+            .filter(|(s, _)| Some(s.as_str()) != except_subject)
+            .flat_map(|(_, vs)| vs.values())
+            .filter(|e| deleted || !e.deleted)
             .filter_map(|e| self.schemas.get(&e.id))
             .filter(|s| {
                 s.references
@@ -283,9 +385,27 @@ impl State {
     }
 }
 
-/// A stable GUID for a schema whose record carries none (written by an older registry).
-pub fn guid_for_id(id: i32) -> String {
-    format!("00000000-0000-4000-8000-{:012x}", id as u32)
+/// A schema's GUID as Confluent's registry derives it: the MD5 of the schema text, then of
+/// each reference's name, subject and big-endian version, written as a UUID.
+pub fn guid_of(text: &str, references: &[Reference]) -> String {
+    use md5::{Digest, Md5};
+    let mut md5 = Md5::new();
+    md5.update(text.as_bytes());
+    for r in references {
+        md5.update(r.name.as_bytes());
+        md5.update(r.subject.as_bytes());
+        md5.update(r.version.to_be_bytes());
+    }
+    let b = md5.finalize();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn schema_record(value: &SchemaValue) -> StoreRecord {
@@ -332,7 +452,8 @@ mod tests {
             StoreRecord {
                 key: RecordKey::config(Some("a")),
                 value: Some(to_value(&ConfigValue {
-                    compatibility_level: CompatibilityLevel::Full,
+                    compatibility_level: Some(CompatibilityLevel::Full),
+                    normalize: None,
                 })),
             },
             StoreRecord {
@@ -388,7 +509,8 @@ mod tests {
             StoreRecord {
                 key: RecordKey::config(None),
                 value: Some(to_value(&ConfigValue {
-                    compatibility_level: CompatibilityLevel::None,
+                    compatibility_level: Some(CompatibilityLevel::None),
+                    normalize: None,
                 })),
             },
             StoreRecord {

@@ -78,20 +78,20 @@ impl KafkaStore {
         ))
     }
 
-    /// Appends records in order; returns once every one is acknowledged by all replicas.
-    pub async fn append(&self, records: &[StoreRecord]) -> Result<(), RegistryError> {
-        for record in records {
+    /// Appends records in order, each acknowledged by all replicas before the next is sent.
+    /// Returns how many were acknowledged, and the error that stopped the rest.
+    pub async fn append(&self, records: &[StoreRecord]) -> (usize, Result<(), RegistryError>) {
+        for (i, record) in records.iter().enumerate() {
             let (key, value) = record.encode();
             let mut message = FutureRecord::to(&self.topic).key(&key).partition(0);
             if let Some(v) = &value {
                 message = message.payload(v);
             }
-            self.producer
-                .send(message, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| store_error("writing to the schemas topic", e))?;
+            if let Err((e, _)) = self.producer.send(message, Duration::from_secs(30)).await {
+                return (i, Err(store_error("writing to the schemas topic", e)));
+            }
         }
-        Ok(())
+        (records.len(), Ok(()))
     }
 }
 
