@@ -517,3 +517,29 @@ def test_read_only_registry_still_answers_registered_schemas(reg):
         "schema": s.schema_str, "ruleSet": {"domainRules": [{"name": "r", "kind": "CONDITION", "type": "CEL"}]}})
     assert status == 422 and body["error_code"] == 42210
     assert rest(reg, "DELETE", "/mode")[0] == 405
+
+
+def test_registry_topic_from_config_and_refused_when_partitioned(kappa_factory, tmp_path):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    k = kappa_factory().start().wait_registry()
+    admin = AdminClient({"bootstrap.servers": k.bootstrap})
+    for f in admin.create_topics([NewTopic("schemas-3p", 3, 1)]).values():
+        f.result(30)
+    k.stop()
+    config = tmp_path / "kappa.toml"
+    config.write_text('[registry]\ntopic = "schemas-3p"\n')
+    bad = kappa_factory(["--config", str(config)])
+    with pytest.raises(RuntimeError) as err:
+        bad.start()
+        bad.proc.wait(60)
+        raise RuntimeError(bad.log())
+    assert "schemas-3p has 3 partitions; it must have exactly 1" in str(err.value)
+    # a topic of its own from the TOML file, created compacted on first start
+    config.write_text('[registry]\ntopic = "team-schemas"\n')
+    ok = kappa_factory(["--config", str(config)]).start().wait_registry()
+    assert rest(ok, "POST", "/subjects/x/versions", {"schema": '"int"'})[0] == 200
+    admin = AdminClient({"bootstrap.servers": ok.bootstrap})
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, "team-schemas")
+    configs = list(admin.describe_configs([res]).values())[0].result(30)
+    assert configs["cleanup.policy"].value == "compact"

@@ -51,7 +51,7 @@ pub enum RegistryError {
     Unprocessable(String),
     #[error("Request body of {size} bytes is larger than the limit of {limit} bytes")]
     BodyTooLarge { size: usize, limit: usize },
-    #[error("Error while storing the schema: {0}")]
+    #[error("Error in the backend data store: {0}")]
     Store(String),
     #[error("Operation timed out: {0}")]
     Timeout(String),

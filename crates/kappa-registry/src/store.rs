@@ -103,6 +103,22 @@ fn read_all(mut config: ClientConfig, topic: &str) -> Result<Vec<StoreRecord>, R
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| store_error("creating the reader", e))?;
+    // every record must be on one partition for their order to mean anything (Confluent's
+    // registry refuses to start otherwise too)
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|e| store_error("reading the schemas topic's metadata", e))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions != 1 {
+        return Err(RegistryError::Store(format!(
+            "the schemas topic {topic} has {partitions} partitions; it must have exactly 1"
+        )));
+    }
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(30))
         .map_err(|e| store_error("reading the schemas topic's offsets", e))?;
