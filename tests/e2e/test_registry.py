@@ -265,6 +265,11 @@ def test_ids_are_global_and_registration_idempotent(reg):
     assert found.schema_id == a and found.version == 1
     status, body = rest(reg, "GET", "/schemas/types")
     assert sorted(body) == ["AVRO", "JSON", "PROTOBUF"]
+    # listings page with offset and limit
+    assert rest(reg, "GET", "/subjects?offset=1&limit=1")[1] == ["two-value"]
+    status, listed = rest(reg, "GET", "/schemas?limit=1")
+    assert status == 200 and [(s["subject"], s["id"]) for s in listed] == [("one-value", a)]
+    assert rest(reg, "GET", "/subjects?limit=x")[0] == 400
 
 
 def test_rest_errors_have_confluent_codes(reg):

@@ -369,8 +369,34 @@ async fn list_schemas(State(reg): Reg, q: Params) -> Result2 {
     let p = params(q)?;
     let prefix = p.get("subjectPrefix").map(String::as_str).unwrap_or("");
     let all = reg.all_versions(prefix, flag(&p, "deleted"), flag(&p, "latestOnly"));
-    let out: Result<Vec<Value>, _> = all.iter().map(|v| version_json(&reg, v, None)).collect();
+    // Confluent pages this listing, 1000 schemas at most unless asked for fewer
+    let (offset, limit) = page(&p, 1000)?;
+    let out: Result<Vec<Value>, _> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|v| version_json(&reg, v, None))
+        .collect();
     reply(json!(out?))
+}
+
+/// `offset` and `limit` of a listing; a missing or negative limit is `default`.
+fn page(p: &HashMap<String, String>, default: usize) -> Result<(usize, usize), RegistryError> {
+    let number = |name: &str| -> Result<Option<i64>, RegistryError> {
+        p.get(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    RegistryError::BadRequest(format!("{name} must be a number, not '{v}'"))
+                })
+            })
+            .transpose()
+    };
+    let offset = number("offset")?.unwrap_or(0).max(0) as usize;
+    let limit = match number("limit")? {
+        Some(l) if l >= 0 => (l as usize).min(default),
+        _ => default,
+    };
+    Ok((offset, limit))
 }
 
 // ---- subjects ----
@@ -378,11 +404,14 @@ async fn list_schemas(State(reg): Reg, q: Params) -> Result2 {
 async fn list_subjects(State(reg): Reg, q: Params) -> Result2 {
     let p = params(q)?;
     let prefix = p.get("subjectPrefix").map(String::as_str).unwrap_or("");
-    reply(json!(reg.subjects(
-        prefix,
-        flag(&p, "deleted"),
-        flag(&p, "deletedOnly")
-    )))
+    let (offset, limit) = page(&p, usize::MAX)?;
+    let subjects: Vec<String> = reg
+        .subjects(prefix, flag(&p, "deleted"), flag(&p, "deletedOnly"))
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .collect();
+    reply(json!(subjects))
 }
 
 async fn list_versions(
