@@ -309,6 +309,12 @@ def test_rest_errors_have_confluent_codes(reg):
     assert status == 404
     # the registry still serves after all that
     assert rest(reg, "GET", "/subjects")[1] == ["s"]
+    # and counts what it answered, by route template, on kappa's /metrics
+    metrics = reg.http("/metrics")
+    assert 'kappa_registry_requests_total{method="GET",route="/subjects/{subject}/versions",status="404"} 1' in metrics
+    assert 'kappa_registry_requests_total{method="POST",route="/subjects/{subject}/versions",status="413"} 1' in metrics
+    assert "kappa_registry_subjects 1" in metrics and "kappa_registry_schemas 1" in metrics
+    assert metrics.rstrip().endswith("# EOF")
 
 
 def test_delete_soft_then_permanent(reg):

@@ -131,7 +131,30 @@ pub fn router(registry: Arc<Registry>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .layer(axum::middleware::from_fn_with_state(
+            registry.clone(),
+            count_request,
+        ))
         .with_state(registry)
+}
+
+/// Counts each request by its route template (not its path: ids and subjects would make
+/// the label set unbounded).
+async fn count_request(
+    State(reg): Reg,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    reg.metrics
+        .record(&method, &route, response.status().as_u16());
+    response
 }
 
 // ---- request parts ----

@@ -7,6 +7,7 @@ pub mod avro;
 pub mod compat;
 pub mod error;
 pub mod json_schema;
+pub mod metrics;
 pub mod protobuf;
 pub mod records;
 pub mod registry;

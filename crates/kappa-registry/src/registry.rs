@@ -66,6 +66,7 @@ pub struct Registry {
     write: tokio::sync::Mutex<()>,
     default_level: CompatibilityLevel,
     pub config: RegistryConfig,
+    pub metrics: crate::metrics::RegistryMetrics,
 }
 
 /// `latest`/-1 or a version number, as a path segment says it.
@@ -114,6 +115,7 @@ impl Registry {
             write: tokio::sync::Mutex::new(()),
             default_level,
             config,
+            metrics: Default::default(),
         }))
     }
 
@@ -144,6 +146,15 @@ impl Registry {
             }
         }
         result
+    }
+
+    /// Appends the registry's metrics in OpenMetrics text.
+    pub fn render_metrics(&self, out: &mut String) {
+        let (schemas, subjects) = {
+            let state = self.read();
+            (state.schemas.len(), state.subjects.len())
+        };
+        self.metrics.render(schemas, subjects, out);
     }
 
     // ---- schemas by id ----

@@ -150,7 +150,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .context("opening the schema registry")?;
     let mut registry_shutdown = shutdown_rx.clone();
-    let registry_app = kappa_registry::api::router(registry);
+    let registry_app = kappa_registry::api::router(registry.clone());
     let registry_http = tokio::spawn(async move {
         axum::serve(registry_listener, registry_app)
             .with_graceful_shutdown(async move {
@@ -161,6 +161,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let app_state = AppState {
         broker: broker.clone(),
         sql: sql.clone(),
+        registry,
     };
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
@@ -216,6 +217,7 @@ async fn wait_for_signal() {
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub sql: Arc<kappa_sql::service::SqlService>,
+    pub registry: Arc<Registry>,
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -225,6 +227,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let eof = body.rfind("# EOF").unwrap_or(body.len());
     let tail = body.split_off(eof);
     state.sql.render_metrics(&mut body).await;
+    state.registry.render_metrics(&mut body);
     body.push_str(&tail);
     (
         [(
