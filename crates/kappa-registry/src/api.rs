@@ -629,23 +629,12 @@ impl ConfigBody {
     }
 }
 
-/// `{"compatibilityLevel": ..., "normalize": ...}` as GET and DELETE answer.
-fn config_json(c: &ConfigValue) -> Value {
+/// Settings as JSON: GET and DELETE name the level `compatibilityLevel`, PUT answers with
+/// `compatibility`, as Confluent's API does.
+fn config_json(c: &ConfigValue, level_key: &str) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(l) = c.compatibility_level {
-        out.insert("compatibilityLevel".into(), json!(l.as_str()));
-    }
-    if let Some(n) = c.normalize {
-        out.insert("normalize".into(), json!(n));
-    }
-    Value::Object(out)
-}
-
-/// `{"compatibility": ..., "normalize": ...}` as PUT answers.
-fn config_update_json(c: &ConfigValue) -> Value {
-    let mut out = serde_json::Map::new();
-    if let Some(l) = c.compatibility_level {
-        out.insert("compatibility".into(), json!(l.as_str()));
+        out.insert(level_key.into(), json!(l.as_str()));
     }
     if let Some(n) = c.normalize {
         out.insert("normalize".into(), json!(n));
@@ -654,17 +643,23 @@ fn config_update_json(c: &ConfigValue) -> Value {
 }
 
 async fn get_global_config(State(reg): Reg) -> Result2 {
-    reply(config_json(&reg.get_config(None, true)?))
+    reply(config_json(
+        &reg.get_config(None, true)?,
+        "compatibilityLevel",
+    ))
 }
 
 async fn put_global_config(State(reg): Reg, bytes: Result<Bytes, BytesRejection>) -> Result2 {
     let update = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.update()?;
     reg.set_config(None, update.clone()).await?;
-    reply(config_update_json(&update))
+    reply(config_json(&update, "compatibility"))
 }
 
 async fn delete_global_config(State(reg): Reg) -> Result2 {
-    reply(config_json(&reg.delete_config(None).await?))
+    reply(config_json(
+        &reg.delete_config(None).await?,
+        "compatibilityLevel",
+    ))
 }
 
 async fn get_config(
@@ -674,7 +669,7 @@ async fn get_config(
 ) -> Result2 {
     let p = params(q)?;
     let config = reg.get_config(Some(&path(subject)?), flag(&p, "defaultToGlobal"))?;
-    reply(config_json(&config))
+    reply(config_json(&config, "compatibilityLevel"))
 }
 
 async fn put_config(
@@ -685,13 +680,12 @@ async fn put_config(
     let subject = path(subject)?;
     let update = body::<ConfigBody>(reg.config.max_request_bytes, bytes)?.update()?;
     reg.set_config(Some(&subject), update.clone()).await?;
-    reply(config_update_json(&update))
+    reply(config_json(&update, "compatibility"))
 }
 
 async fn delete_config(State(reg): Reg, subject: Result<Path<String>, PathRejection>) -> Result2 {
-    reply(config_json(
-        &reg.delete_config(Some(&path(subject)?)).await?,
-    ))
+    let previous = reg.delete_config(Some(&path(subject)?)).await?;
+    reply(config_json(&previous, "compatibilityLevel"))
 }
 
 // ---- mode ----
