@@ -305,9 +305,7 @@ fn version_json(
     let mut out = serde_json::Map::new();
     out.insert("subject".into(), json!(v.subject));
     out.insert("version".into(), json!(v.version));
-    out.insert("id".into(), json!(v.schema.id));
-    out.insert("guid".into(), json!(v.schema.guid));
-    schema_fields(&mut out, &v.schema, schema_text(reg, &v.schema, format)?);
+    schema_with_ids(&mut out, reg, &v.schema, format)?;
     if v.deleted {
         out.insert("deleted".into(), json!(true));
     }
@@ -329,10 +327,21 @@ async fn schema_by_id(
 /// A schema by its id or guid: `{"id", "guid", "schemaType", "references", "schema"}`.
 fn schema_json(reg: &Registry, schema: &StoredSchema, format: Option<&String>) -> Result2 {
     let mut out = serde_json::Map::new();
+    schema_with_ids(&mut out, reg, schema, format)?;
+    reply(Value::Object(out))
+}
+
+/// `id`, `guid`, `schemaType`, `references` and `schema` of a stored schema.
+fn schema_with_ids(
+    out: &mut serde_json::Map<String, Value>,
+    reg: &Registry,
+    schema: &StoredSchema,
+    format: Option<&String>,
+) -> Result<(), RegistryError> {
     out.insert("id".into(), json!(schema.id));
     out.insert("guid".into(), json!(schema.guid));
-    schema_fields(&mut out, schema, schema_text(reg, schema, format)?);
-    reply(Value::Object(out))
+    schema_fields(out, schema, schema_text(reg, schema, format)?);
+    Ok(())
 }
 
 async fn schema_by_guid(

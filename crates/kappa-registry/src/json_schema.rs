@@ -2391,22 +2391,20 @@ impl<'m> Checker<'m, '_> {
                 (Some(&x), Some(&y)) => self.compare(self.sub(o, x), self.sub(u, y), &path, out),
             }
         }
-        let path = "additionalProperties";
-        if a.permits_additional != b.permits_additional {
-            let change = if b.permits_additional {
-                Change::AdditionalPropertiesAdded
-            } else {
-                Change::AdditionalPropertiesRemoved
-            };
-            out.add(change, path);
-        } else {
-            match (a.additional, b.additional) {
-                (None, Some(_)) => out.add(Change::AdditionalPropertiesNarrowed, path),
-                (Some(_), None) => out.add(Change::AdditionalPropertiesExtended, path),
-                (Some(x), Some(y)) => self.compare(self.sub(o, x), self.sub(u, y), path, out),
-                (None, None) => {}
-            }
-        }
+        self.compare_additional(
+            o,
+            u,
+            (a.permits_additional, b.permits_additional),
+            (a.additional, b.additional),
+            "additionalProperties",
+            [
+                Change::AdditionalPropertiesAdded,
+                Change::AdditionalPropertiesRemoved,
+                Change::AdditionalPropertiesExtended,
+                Change::AdditionalPropertiesNarrowed,
+            ],
+            out,
+        );
         self.compare_unevaluated(
             o,
             u,
@@ -2447,6 +2445,30 @@ impl<'m> Checker<'m, '_> {
     }
 
     /// `changes`: added (now allows all), removed (now false), extended, narrowed.
+    /// `additionalProperties` / `additionalItems`: allowed or not, then their subschemas.
+    #[allow(clippy::too_many_arguments)]
+    fn compare_additional(
+        &mut self,
+        o: At,
+        u: At,
+        (a_permits, b_permits): (bool, bool),
+        (a, b): (Option<NodeId>, Option<NodeId>),
+        path: &str,
+        [added, removed, extended, narrowed]: [Change; 4],
+        out: &mut Diffs,
+    ) {
+        if a_permits != b_permits {
+            out.add(if b_permits { added } else { removed }, path);
+            return;
+        }
+        match (a, b) {
+            (None, Some(_)) => out.add(narrowed, path),
+            (Some(_), None) => out.add(extended, path),
+            (Some(x), Some(y)) => self.compare(self.sub(o, x), self.sub(u, y), path, out),
+            (None, None) => {}
+        }
+    }
+
     fn compare_unevaluated(
         &mut self,
         o: At,
@@ -2554,22 +2576,20 @@ impl<'m> Checker<'m, '_> {
                 (None, None) => {}
             }
         }
-        let path = "additionalItems";
-        if a.permits_additional != b.permits_additional {
-            let change = if a.permits_additional {
-                Change::AdditionalItemsRemoved
-            } else {
-                Change::AdditionalItemsAdded
-            };
-            out.add(change, path);
-        } else {
-            match (a.additional, b.additional) {
-                (None, Some(_)) => out.add(Change::AdditionalItemsNarrowed, path),
-                (Some(_), None) => out.add(Change::AdditionalItemsExtended, path),
-                (Some(x), Some(y)) => self.compare(self.sub(o, x), self.sub(u, y), path, out),
-                (None, None) => {}
-            }
-        }
+        self.compare_additional(
+            o,
+            u,
+            (a.permits_additional, b.permits_additional),
+            (a.additional, b.additional),
+            "additionalItems",
+            [
+                Change::AdditionalItemsAdded,
+                Change::AdditionalItemsRemoved,
+                Change::AdditionalItemsExtended,
+                Change::AdditionalItemsNarrowed,
+            ],
+            out,
+        );
         self.compare_unevaluated(
             o,
             u,
