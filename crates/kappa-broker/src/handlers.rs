@@ -23,9 +23,6 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData as FetchPartitionData,
-};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterResponse;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -54,6 +51,7 @@ use kappa_log::{AppendInfo, Log, LogError};
 use uuid::Uuid;
 
 use crate::durability::Syncer;
+use crate::fetch_response::{Fetched, FetchedPartition, FetchedTopic};
 use crate::groups::{CommittedOffset, JoinRequest, OFFSETS_TOPIC};
 use crate::metrics::TopicLabels;
 use crate::server::Broker;
@@ -136,6 +134,8 @@ pub enum Handled {
     Now(Option<ResponseKind>),
     /// The response and the number of error codes it carries.
     Later(tokio::task::JoinHandle<(Option<ResponseKind>, u32)>),
+    /// A fetch answer: the server encodes it around the records (see `fetch_response`).
+    Fetch(Fetched),
 }
 
 pub async fn handle(
@@ -147,7 +147,7 @@ pub async fn handle(
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, ctx, r)),
         RequestKind::Produce(r) => return produce(broker, ctx, r).await,
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, ctx, r).await),
+        RequestKind::Fetch(r) => return Handled::Fetch(fetch(broker, ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, ctx, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(broker, ctx, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(broker, ctx, r)),
@@ -522,61 +522,47 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
 // ---------------------------------------------------------------------------------------------
 // Fetch
 
-async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest) -> FetchResponse {
+async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest) -> Fetched {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 60_000) as u64);
-    let min_bytes = req.min_bytes.max(0) as usize;
+    let min_bytes = req.min_bytes.max(0) as u64;
     loop {
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (response, bytes, had_error) = fetch_once(broker, &req, ctx.api_version);
+        let (fetched, bytes, had_error) = fetch_once(broker, &req, ctx.api_version);
         if bytes >= min_bytes.max(1) || min_bytes == 0 || had_error || Instant::now() >= deadline {
-            for t in &response.responses {
+            for (topic, requested) in fetched.topics.iter().zip(&req.topics) {
                 let labels = TopicLabels {
-                    topic: t.topic.0.to_string(),
+                    topic: topic.name.clone(),
                 };
-                for p in &t.partitions {
+                for (p, asked) in topic.partitions.iter().zip(&requested.partitions) {
                     ctx.code(p.error_code);
-                    if let Some(records) = &p.records {
-                        if !records.is_empty() {
-                            broker
-                                .metrics
-                                .bytes_out
-                                .get_or_create(&labels)
-                                .inc_by(records.len() as u64);
-                            broker
-                                .metrics
-                                .records_out
-                                .get_or_create(&labels)
-                                .inc_by(count_records(records));
-                        }
+                    let bytes: u64 = p.records.iter().map(|s| s.len).sum();
+                    if bytes > 0 {
+                        broker
+                            .metrics
+                            .bytes_out
+                            .get_or_create(&labels)
+                            .inc_by(bytes);
+                        // Offsets handed over: the records the consumer moves past.
+                        let records = (p.next_offset - asked.fetch_offset).max(0) as u64;
+                        broker
+                            .metrics
+                            .records_out
+                            .get_or_create(&labels)
+                            .inc_by(records);
                     }
                 }
             }
-            return response;
+            return fetched;
         }
         let _ = tokio::time::timeout_at(deadline.into(), notified).await;
     }
 }
 
-fn count_records(mut bytes: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Ok(h) = kappa_log::batch::BatchHeader::parse(bytes) {
-        if h.size > bytes.len() {
-            break;
-        }
-        n += h.record_count.max(0) as u64;
-        bytes = &bytes[h.size..];
-    }
-    n
-}
-
-/// One pass over the requested partitions: (response, bytes returned, any partition error).
-fn fetch_once(
-    broker: &Arc<Broker>,
-    req: &FetchRequest,
-    version: i16,
-) -> (FetchResponse, usize, bool) {
+/// One pass over the requested partitions: (answer, bytes found, any partition error). Only
+/// positions are looked up: the records are sent from the files when the answer is written.
+fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetched, u64, bool) {
     let start_offset = |o: i64| if version >= 5 { o } else { -1 };
     // Kafka's fetch.max.bytes default: a client cannot make one fetch read gigabytes.
     const MAX_FETCH_BYTES: usize = 55 * 1024 * 1024;
@@ -585,66 +571,63 @@ fn fetch_once(
     } else {
         (req.max_bytes as usize).min(MAX_FETCH_BYTES)
     };
-    let mut total = 0usize;
+    let mut total = 0u64;
     let mut had_error = false;
-    let mut topics = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let topic = if ft.topic.0.is_empty() {
             broker.topics.get_by_id(ft.topic_id)
         } else {
             broker.topics.get(&ft.topic.0)
         };
-        let mut partitions = Vec::new();
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
-            let mut pd = FetchPartitionData::default()
-                .with_partition_index(fp.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica(BrokerId(-1))
-                .with_aborted_transactions(Some(Vec::new()));
+            let mut pd = FetchedPartition {
+                index: fp.partition,
+                error_code: 0,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+                next_offset: fp.fetch_offset,
+            };
             let Some(log) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 had_error = true;
-                partitions.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                partitions.push(pd);
                 continue;
             };
             let max = (fp.partition_max_bytes.max(0) as usize).min(budget);
             // Kafka returns the first batch even when it exceeds the limits, so a consumer
             // can always make progress.
             let at_least_one = total == 0;
-            match log.read(fp.fetch_offset, max, at_least_one) {
+            match log.read_slices(fp.fetch_offset, max, at_least_one) {
                 Ok(read) => {
-                    total += read.bytes.len();
-                    budget = budget.saturating_sub(read.bytes.len());
-                    pd = pd
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(start_offset(read.log_start_offset))
-                        .with_records(Some(Bytes::from(read.bytes)));
+                    let len = read.len();
+                    total += len;
+                    budget = budget.saturating_sub(len as usize);
+                    pd.high_watermark = read.high_watermark;
+                    pd.last_stable_offset = read.high_watermark;
+                    pd.log_start_offset = start_offset(read.log_start_offset);
+                    pd.next_offset = read.next_offset;
+                    pd.records = read.slices;
                 }
                 Err(e) => {
                     had_error = true;
-                    pd = pd
-                        .with_error_code(log_error_code(&e).code())
-                        .with_high_watermark(log.end_offset())
-                        .with_last_stable_offset(log.end_offset())
-                        .with_log_start_offset(start_offset(log.log_start_offset()));
+                    pd.error_code = log_error_code(&e).code();
+                    pd.high_watermark = log.end_offset();
+                    pd.last_stable_offset = log.end_offset();
+                    pd.log_start_offset = start_offset(log.log_start_offset());
                 }
             }
             partitions.push(pd);
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(ft.topic.clone())
-                .with_topic_id(ft.topic_id)
-                .with_partitions(partitions),
-        );
+        topics.push(FetchedTopic {
+            name: ft.topic.0.to_string(),
+            partitions,
+        });
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        had_error,
-    )
+    (Fetched { topics }, total, had_error)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod durability;
+mod fetch_response;
 pub mod groups;
 mod handlers;
 pub mod metrics;

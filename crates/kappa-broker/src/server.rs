@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::BrokerConfig;
+use crate::fetch_response::{self, Chunk};
 use crate::groups::GroupCoordinator;
 use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
@@ -143,13 +144,29 @@ impl Broker {
         let (queue, pending) = mpsc::channel::<Queued>(MAX_IN_FLIGHT);
         let writer_task = tokio::spawn(write_responses(writer, pending, peer));
         let result = async {
+            // One buffer per connection, read into without zeroing: frames are split off it,
+            // and its memory is reused once their requests are done with them.
+            let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
             loop {
-                let mut len_buf = [0u8; 4];
-                tokio::select! {
-                    r = reader.read_exact(&mut len_buf) => { r?; }
-                    _ = shutdown.changed() => return Ok(()),
+                if buf.capacity() - buf.len() < READ_BUFFER_BYTES / 4 {
+                    // Takes back the buffer's memory when every earlier frame is dropped.
+                    buf.reserve(READ_BUFFER_BYTES);
                 }
-                let len = i32::from_be_bytes(len_buf);
+                while buf.len() < 4 {
+                    tokio::select! {
+                        r = reader.read_buf(&mut buf) => {
+                            if r? == 0 {
+                                return if buf.is_empty() {
+                                    Ok(())
+                                } else {
+                                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                                };
+                            }
+                        }
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                }
+                let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
                 if len < 8 || len as usize > self.config.max_request_bytes {
                     let reason = format!(
                         "request size {len} out of bounds (max {})",
@@ -158,9 +175,22 @@ impl Broker {
                     let _ = queue.send(Queued::Ready(FrameOutcome::Close(reason))).await;
                     return Ok(());
                 }
-                let mut frame = BytesMut::zeroed(len as usize);
-                reader.read_exact(&mut frame).await?;
-                let queued = self.handle_frame(frame.freeze(), peer).await;
+                let total = 4 + len as usize;
+                if buf.len() < total {
+                    buf.reserve(total - buf.len());
+                }
+                while buf.len() < total {
+                    if reader.read_buf(&mut buf).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                buf.advance(4);
+                let frame = buf.split_to(total - 4).freeze();
+                if buf.is_empty() && buf.capacity() > MAX_IDLE_READ_BUFFER_BYTES {
+                    // One huge request must not pin its memory for the connection's life.
+                    buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+                }
+                let queued = self.handle_frame(frame, peer).await;
                 let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_)));
                 if queue.send(queued).await.is_err() || close {
                     return Ok(());
@@ -207,7 +237,8 @@ impl Broker {
             errors: 0,
         };
         let broker = self.clone();
-        let finish = move |response: Option<ResponseKind>, errors: u32| {
+        // Counts the request and its latency once its answer is encoded.
+        let finish = move |outcome: FrameOutcome, errors: u32| {
             let labels = ApiLabels {
                 api: format!("{api_key:?}"),
             };
@@ -215,10 +246,6 @@ impl Broker {
             if errors > 0 {
                 broker.metrics.request_errors.get_or_create(&labels).inc();
             }
-            let outcome = match response {
-                Some(response) => encode_response(api_key, api_version, correlation_id, &response),
-                None => FrameOutcome::NoResponse,
-            };
             broker
                 .metrics
                 .request_latency
@@ -226,17 +253,29 @@ impl Broker {
                 .observe(started.elapsed().as_secs_f64());
             outcome
         };
+        let encode = move |response: Option<ResponseKind>| match response {
+            Some(response) => encode_response(api_key, api_version, correlation_id, &response),
+            None => FrameOutcome::NoResponse,
+        };
         match handlers::handle(self, &mut ctx, request).await {
-            Handled::Now(response) => Queued::Ready(finish(response, ctx.errors)),
+            Handled::Now(response) => Queued::Ready(finish(encode(response), ctx.errors)),
+            Handled::Fetch(fetched) => {
+                let chunks = fetch_response::encode(api_version, correlation_id, &fetched);
+                Queued::Ready(finish(FrameOutcome::RespondChunks(chunks), ctx.errors))
+            }
             Handled::Later(task) => Queued::Pending(tokio::spawn(async move {
                 match task.await {
-                    Ok((response, errors)) => finish(response, ctx.errors + errors),
+                    Ok((response, errors)) => finish(encode(response), ctx.errors + errors),
                     Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
                 }
             })),
         }
     }
 }
+
+/// A connection's read buffer to start with, and the most it keeps between requests.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+const MAX_IDLE_READ_BUFFER_BYTES: usize = 4 << 20;
 
 /// How many requests of one connection may wait for their responses at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -264,6 +303,13 @@ async fn write_responses(
         match outcome {
             FrameOutcome::Respond(bytes) => {
                 if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            FrameOutcome::RespondChunks(chunks) => {
+                if let Err(e) = write_chunks(&mut writer, &chunks).await {
+                    tracing::debug!(%peer, error = %e, "could not write a fetch response");
+                    let _ = writer.shutdown().await;
                     return;
                 }
             }
@@ -366,6 +412,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
 enum FrameOutcome {
     /// A complete response frame, length prefix included.
     Respond(Bytes),
+    /// A complete response frame in pieces, some of them stretches of segment files.
+    RespondChunks(Vec<Chunk>),
     NoResponse,
     Close(String),
 }
@@ -390,4 +438,54 @@ fn encode_response(
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     FrameOutcome::Respond(buf.freeze())
+}
+
+/// Writes a response in pieces: memory pieces with write, file pieces with sendfile(2), so
+/// records go from the page cache to the socket without passing through the broker. The
+/// socket is corked meanwhile so the small pieces leave in full packets.
+async fn write_chunks(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &[Chunk],
+) -> std::io::Result<()> {
+    let socket = writer.as_ref();
+    let _ = rustix::net::sockopt::set_tcp_cork(socket, true);
+    let result = async {
+        for chunk in chunks {
+            match chunk {
+                Chunk::Bytes(bytes) => writer.write_all(bytes).await?,
+                Chunk::File(slice) => send_file(writer.as_ref(), slice).await?,
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = rustix::net::sockopt::set_tcp_cork(writer.as_ref(), false);
+    result
+}
+
+async fn send_file(socket: &TcpStream, slice: &kappa_log::FileSlice) -> std::io::Result<()> {
+    let mut position = slice.position;
+    let end = slice.position + slice.len;
+    while position < end {
+        socket.writable().await?;
+        let want = (end - position).min(1 << 30) as usize;
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(socket, &*slice.file, Some(&mut position), want)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                // The file is shorter than when the fetch was planned: the promised frame
+                // cannot be completed, so the connection must go.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended before the fetched records",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! group-committed fsync, retention and crash recovery.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +30,49 @@ pub struct AppendInfo {
     /// The batches were a producer's retry of batches already written (idempotence): nothing
     /// was appended and the offsets are those of the first write.
     pub duplicate: bool,
+}
+
+/// A stretch of a segment file holding whole batches.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<std::fs::File>,
+    pub position: u64,
+    pub len: u64,
+}
+
+/// Whole batches found in the log, not yet read: see [`Log::read_slices`].
+#[derive(Debug, Default)]
+pub struct FileRead {
+    pub slices: Vec<FileSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// The offset after the last batch found (the requested offset when none was).
+    pub next_offset: i64,
+}
+
+impl FileRead {
+    /// Bytes of all the slices together.
+    pub fn len(&self) -> u64 {
+        self.slices.iter().map(|s| s.len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slices' bytes, read into memory.
+    pub fn read_to_vec(&self) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; self.len() as usize];
+        let mut at = 0;
+        for slice in &self.slices {
+            let end = at + slice.len as usize;
+            slice
+                .file
+                .read_exact_at(&mut bytes[at..end], slice.position)?;
+            at = end;
+        }
+        Ok(bytes)
+    }
 }
 
 /// Whole batches read from the log.
@@ -383,21 +427,37 @@ impl Log {
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
-    /// (at least one batch when `at_least_one`), never past `max_offset` (exclusive) if given.
+    /// (at least one batch when `at_least_one`).
     pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<ReadResult> {
+        let slices = self.read_slices(offset, max_bytes, at_least_one)?;
+        Ok(ReadResult {
+            bytes: slices.read_to_vec()?,
+            high_watermark: slices.high_watermark,
+            log_start_offset: slices.log_start_offset,
+        })
+    }
+
+    /// Finds the whole batches [`Log::read`] would return, as stretches of segment files,
+    /// without reading them: a fetch hands them to the socket as they are (sendfile). Batch
+    /// boundaries come from the sparse index and a few batch headers, never from the data.
+    pub fn read_slices(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<FileRead> {
         let state = self.lock();
         let end = state.next_offset();
         let start = state.log_start_offset;
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
         }
-        let mut out = ReadResult {
-            bytes: Vec::new(),
+        let mut out = FileRead {
+            slices: Vec::new(),
             high_watermark: end,
             log_start_offset: start,
+            next_offset: offset,
         };
-        // Plan under the lock (positions are found through the indexes), read without it.
-        let mut plan: Vec<(Arc<std::fs::File>, u64, u64)> = Vec::new();
         let candidates = state
             .segments
             .range(..=offset)
@@ -407,35 +467,32 @@ impl Log {
                 std::ops::Bound::Excluded(offset),
                 std::ops::Bound::Unbounded,
             )));
-        let mut planned = 0u64;
+        let mut budget = max_bytes as u64;
         for (_, segment) in candidates {
-            if planned >= max_bytes as u64 && !plan.is_empty() {
+            let Some(pos) = segment.position_of(offset)? else {
+                continue;
+            };
+            let available = segment.size - pos;
+            let (mut end_pos, mut next) =
+                segment.batches_within(pos, pos.saturating_add(budget))?;
+            if end_pos == pos && at_least_one && out.slices.is_empty() {
+                // Kafka returns the first batch even when it exceeds the limits, so a consumer
+                // can always make progress.
+                let header = segment.batch_at(pos)?;
+                end_pos = pos + (header.size as u64).min(available);
+                next = Some(header.last_offset() + 1);
+            }
+            let (Some(next), true) = (next, end_pos > pos) else {
                 break;
-            }
-            if let Some(pos) = segment.position_of(offset)? {
-                planned += segment.size - pos;
-                plan.push((Arc::clone(&segment.file), pos, segment.size));
-            }
-        }
-        drop(state);
-        let mut budget = max_bytes;
-        let mut first = at_least_one;
-        for (file, pos, end) in plan {
-            if budget == 0 && !first {
-                break;
-            }
-            let chunk = read_batches(&file, pos, end, budget, first)?;
-            let chunk_len = chunk.len();
-            budget = budget.saturating_sub(chunk_len);
-            if chunk_len > 0 {
-                first = false;
-            }
-            if out.bytes.is_empty() {
-                out.bytes = chunk;
-            } else {
-                out.bytes.extend_from_slice(&chunk);
-            }
-            if pos + (chunk_len as u64) < end {
+            };
+            out.slices.push(FileSlice {
+                file: Arc::clone(&segment.file),
+                position: pos,
+                len: end_pos - pos,
+            });
+            out.next_offset = next;
+            budget = budget.saturating_sub(end_pos - pos);
+            if end_pos < pos + available || budget == 0 {
                 break; // the budget ran out inside this segment
             }
         }

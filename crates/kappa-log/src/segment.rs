@@ -342,6 +342,40 @@ impl Segment {
         self.scan_headers(start, |h| h.last_offset() >= offset)
     }
 
+    /// The end of the whole batches from `pos` (a batch start) that fit before `limit`, and
+    /// the offset after the last of them (`None` when not even the first fits). Starts from
+    /// the last indexed batch before `limit`, so it reads at most an index interval of headers.
+    pub fn batches_within(&self, pos: u64, limit: u64) -> Result<(u64, Option<i64>)> {
+        if limit >= self.size {
+            return Ok((self.size, (pos < self.size).then_some(self.next_offset)));
+        }
+        let idx = self.offset_index.partition_point(|e| e.1 as u64 <= limit);
+        let (mut at, mut next) = match idx.checked_sub(1).map(|i| self.offset_index[i]) {
+            Some((rel, indexed)) if indexed as u64 > pos => {
+                (indexed as u64, Some(self.base_offset + rel as i64))
+            }
+            _ => (pos, None),
+        };
+        let mut header_buf = [0u8; HEADER_LEN];
+        while at + HEADER_LEN as u64 <= self.size {
+            self.file.read_exact_at(&mut header_buf, at)?;
+            let header = BatchHeader::parse(&header_buf)?;
+            if at + header.size as u64 > limit {
+                break;
+            }
+            at += header.size as u64;
+            next = Some(header.last_offset() + 1);
+        }
+        Ok((at, next))
+    }
+
+    /// The header of the batch at `pos`.
+    pub fn batch_at(&self, pos: u64) -> Result<BatchHeader> {
+        let mut header_buf = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut header_buf, pos)?;
+        BatchHeader::parse(&header_buf)
+    }
+
     /// Position of the first batch whose max timestamp is at least `ts`.
     /// Position of the first batch at or after `from_offset` whose max timestamp is at least `ts`.
     pub fn position_of_time(&self, ts: i64, from_offset: i64) -> Result<Option<u64>> {

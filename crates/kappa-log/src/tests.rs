@@ -61,6 +61,25 @@ fn append_assigns_consecutive_offsets_and_reads_back_at_random_offsets() {
             "offset {offset} not in first batch {first:?}"
         );
         assert!(read.bytes.len() <= max || headers.len() == 1);
+        // The slices a fetch sends are those batches exactly, and as many as fit.
+        let slices = log.read_slices(offset, max, true).unwrap();
+        assert_eq!(slices.read_to_vec().unwrap(), read.bytes);
+        let last = headers[headers.len() - 1];
+        assert_eq!(slices.next_offset, last.last_offset() + 1);
+        if slices.next_offset < end {
+            let following = log.read(slices.next_offset, 1, true).unwrap();
+            assert!(
+                read.bytes.len() + following.bytes.len() > max,
+                "a read of {max} bytes at {offset} stopped early at {}",
+                slices.next_offset
+            );
+        }
+        let strict = log.read_slices(offset, max, false).unwrap();
+        if (first.size) > max {
+            assert!(strict.slices.is_empty() && strict.next_offset == offset);
+        } else {
+            assert_eq!(strict.read_to_vec().unwrap(), read.bytes);
+        }
         for pair in headers.windows(2) {
             assert_eq!(
                 pair[1].base_offset,

@@ -45,6 +45,10 @@ pub enum BenchCommand {
         rate: u64,
         #[arg(long, default_value = "none")]
         compression: String,
+        /// Also print one line per second of sending: records, p50, p99 and max latency of
+        /// the records sent in that second (as kafka-producer-perf-test's periodic lines).
+        #[arg(long)]
+        timeline: bool,
         #[command(flatten)]
         conn: Connection,
     },
@@ -112,6 +116,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             linger_ms,
             rate,
             compression,
+            timeline,
             conn,
         } => {
             let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
@@ -125,16 +130,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let context = LatencyContext {
                 start: Instant::now(),
                 latencies_us: Mutex::new(Vec::with_capacity(records as usize)),
+                sent_ms: Mutex::new(Vec::with_capacity(if timeline {
+                    records as usize
+                } else {
+                    0
+                })),
+                timeline,
                 failed: AtomicU64::new(0),
             };
+            let (batch_size, linger_ms) = (batch_size.to_string(), linger_ms.to_string());
             let producer: ThreadedProducer<LatencyContext> = conn
-                .client_config()
-                .set("acks", &acks)
-                .set("batch.size", batch_size.to_string())
-                .set("linger.ms", linger_ms.to_string())
-                .set("compression.codec", &compression)
-                .set("queue.buffering.max.kbytes", "1048576")
-                .set("queue.buffering.max.messages", "1000000")
+                .client_config_with(&[
+                    ("acks", &acks),
+                    ("batch.size", &batch_size),
+                    ("linger.ms", &linger_ms),
+                    ("compression.codec", &compression),
+                    ("queue.buffering.max.kbytes", "1048576"),
+                    ("queue.buffering.max.messages", "1000000"),
+                ])
                 .create_with_context(context)
                 .context("creating producer")?;
             let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -178,6 +191,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             )
             .await??;
             let failed = producer.context().failed.load(Ordering::Relaxed);
+            if timeline {
+                print_timeline(producer.context());
+            }
             let mut latencies = std::mem::take(
                 &mut *producer
                     .context()
@@ -416,14 +432,20 @@ impl ProducerContext for CountingContext {
     }
 }
 
+/// The consumers' fetch size: 1 MiB per fetch, as kafka-consumer-perf-test's `--fetch-size`
+/// default. Larger fetches make librdkafka allocate (and the kernel zero) a fresh buffer of
+/// that size per response, which costs more than the extra requests (docs/benchmarks.md).
+const FETCH_MAX_BYTES: (&str, &str) = ("fetch.max.bytes", "1048576");
+const PARTITION_FETCH_MAX_BYTES: (&str, &str) = ("max.partition.fetch.bytes", "1048576");
+
 fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {
     let consumer: BaseConsumer = conn
-        .client_config()
-        .set("group.id", "kappa-bench")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("queued.max.messages.kbytes", "1048576")
+        .client_config_with(&[
+            ("group.id", "kappa-bench"),
+            ("enable.auto.commit", "false"),
+            FETCH_MAX_BYTES,
+            PARTITION_FETCH_MAX_BYTES,
+        ])
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let t = md.topics().first().context("no topic metadata")?;
@@ -463,7 +485,43 @@ fn consume_bench(topic: &str, conn: &Connection) -> anyhow::Result<()> {
 struct LatencyContext {
     start: Instant,
     latencies_us: Mutex<Vec<u32>>,
+    /// With `timeline`: when each record of `latencies_us` was sent (ms since `start`).
+    sent_ms: Mutex<Vec<u32>>,
+    timeline: bool,
     failed: AtomicU64,
+}
+
+/// One line per second of sending: how many records were sent in it and their latencies.
+fn print_timeline(context: &LatencyContext) {
+    let latencies = context
+        .latencies_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let sent = context.sent_ms.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seconds: Vec<Vec<u32>> = Vec::new();
+    for (&at, &latency) in sent.iter().zip(latencies.iter()) {
+        let second = (at / 1000) as usize;
+        if seconds.len() <= second {
+            seconds.resize_with(second + 1, Vec::new);
+        }
+        seconds[second].push(latency);
+    }
+    for (second, mut window) in seconds.into_iter().enumerate() {
+        window.sort_unstable();
+        let at = |p: f64| {
+            window
+                .get(((window.len() as f64 * p) as usize).min(window.len().saturating_sub(1)))
+                .map(|v| *v as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  second {second}: {} records, latency ms p50 {:.2} p99 {:.2} max {:.2}",
+            window.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
 }
 
 impl ClientContext for LatencyContext {}
@@ -481,6 +539,12 @@ impl ProducerContext for LatencyContext {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(micros);
+                if self.timeline {
+                    self.sent_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((sent_nanos / 1_000_000) as u32);
+                }
             }
             Err(_) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -523,15 +587,16 @@ fn group_consume_bench(
     let threads: Vec<_> = (0..members)
         .map(|i| {
             let consumer: BaseConsumer = conn
-                .client_config()
-                .set("group.id", group)
-                .set("auto.offset.reset", "earliest")
-                .set("enable.auto.commit", "true")
-                // Members learn of a rebalance at their next heartbeat: keep it short so the
-                // figure measures the rebalance, not the client's wait.
-                .set("heartbeat.interval.ms", "500")
-                .set("fetch.max.bytes", "52428800")
-                .set("max.partition.fetch.bytes", "10485760")
+                .client_config_with(&[
+                    ("group.id", group),
+                    ("auto.offset.reset", "earliest"),
+                    ("enable.auto.commit", "true"),
+                    // Members learn of a rebalance at their next heartbeat: keep it short so
+                    // the figure measures the rebalance, not the client's wait.
+                    ("heartbeat.interval.ms", "500"),
+                    FETCH_MAX_BYTES,
+                    PARTITION_FETCH_MAX_BYTES,
+                ])
                 .create()?;
             consumer.subscribe(&[topic])?;
             let (remaining, bytes, owned, stop) = (

@@ -46,6 +46,17 @@ impl Connection {
         }
         c
     }
+
+    /// A client configuration with a tool's own defaults, which `-X` properties override.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = self.client_config();
+        for (k, v) in defaults {
+            if !self.properties.iter().any(|(key, _)| key == k) {
+                c.set(*k, *v);
+            }
+        }
+        c
+    }
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
