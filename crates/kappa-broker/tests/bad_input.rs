@@ -298,3 +298,98 @@ fn decoder_survives_mutated_requests() {
         let _ = decode_request(Bytes::from(f));
     }
 }
+
+/// Fetch answers are written from the segment files (sendfile): a read spanning several
+/// segments decodes record for record, at every fetch version, and a consumer that goes away
+/// in the middle of a large answer costs only its own connection.
+#[tokio::test]
+async fn fetches_across_segments_and_a_consumer_vanishing_mid_answer() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::records::RecordBatchDecoder;
+    let running = start(BrokerConfig::default()).await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("seg")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("segment.bytes"))
+            .with_value(Some(StrBytes::from_static_str("65536")))])]);
+    let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    // 300 batches of 10 records of ~1 KiB: about 3 MB over ~45 segments.
+    let mut expected = Vec::new();
+    for b in 0..300 {
+        let values: Vec<String> = (0..10)
+            .map(|i| format!("{b:04}-{i:02}-{}", "x".repeat(1000)))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert_eq!(produce(&mut s, "seg", 1, Some(batch(&refs))).await.0, 0);
+        expected.extend(values);
+    }
+    let segments = running.broker.topics.get("seg").unwrap().partitions[0].segment_count();
+    assert!(segments > 10, "only {segments} segments");
+
+    let fetch = |offset: i64, max: i32| {
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(max)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("seg")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(max)])])
+    };
+    for version in [4, 7, 11, 12] {
+        // Read it all in fetches of 200 kB from an offset inside a batch, as a consumer does.
+        let mut offset = 5;
+        let mut got: Vec<String> = Vec::new();
+        while offset < expected.len() as i64 {
+            let r: FetchResponse =
+                call(&mut s, ApiKey::Fetch, version, &fetch(offset, 200_000)).await;
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0);
+            assert_eq!(p.high_watermark, expected.len() as i64);
+            let mut records = p.records.clone().expect("records");
+            assert!(
+                records.len() <= 200_000,
+                "v{version}: {} bytes",
+                records.len()
+            );
+            let batches = RecordBatchDecoder::decode_all(&mut records).unwrap();
+            for record in batches.iter().flat_map(|b| &b.records) {
+                if record.offset >= offset {
+                    assert_eq!(record.offset, 5 + got.len() as i64);
+                    let value = record.value.as_ref().unwrap();
+                    got.push(String::from_utf8(value.to_vec()).unwrap());
+                }
+            }
+            offset = 5 + got.len() as i64;
+        }
+        assert_eq!(got, expected[5..], "v{version}");
+    }
+
+    // Ask for everything (about 3 MB) and hang up after the first bytes of the answer.
+    for _ in 0..5 {
+        let mut quitter = TcpStream::connect(running.addr).await.unwrap();
+        quitter
+            .write_all(&frame(ApiKey::Fetch, 12, 1, &fetch(0, 50 << 20)))
+            .await
+            .unwrap();
+        let mut first = [0u8; 64];
+        tokio::io::AsyncReadExt::read_exact(&mut quitter, &mut first)
+            .await
+            .unwrap();
+        drop(quitter);
+    }
+    still_serving(running.addr).await;
+    let r: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &fetch(0, 50 << 20)).await;
+    let mut records = r.responses[0].partitions[0].records.clone().unwrap();
+    let count: usize = RecordBatchDecoder::decode_all(&mut records)
+        .unwrap()
+        .iter()
+        .map(|b| b.records.len())
+        .sum();
+    assert_eq!(count, expected.len());
+}
