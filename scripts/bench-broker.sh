@@ -35,7 +35,6 @@ echo "latency, page cache growing into untouched memory:"
 "$kappa" bench produce $b --topic latency --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
 "$kappa" topic delete $b acks-1 >/dev/null
 "$kappa" topic delete $b latency >/dev/null
-sleep 2
 echo "latency, page cache reusing memory:"
 "$kappa" bench produce $b --topic latency2 --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
 "$kappa" bench consume $b --topic acks-all --group bench-group --members 3
