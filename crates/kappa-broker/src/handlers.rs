@@ -1252,7 +1252,7 @@ async fn join_group(
             protocols: req
                 .protocols
                 .iter()
-                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
                 .collect(),
             require_known_member_id: v >= 4,
         })
@@ -1295,7 +1295,12 @@ async fn sync_group(
     let assignments = req
         .assignments
         .into_iter()
-        .map(|a| (a.member_id.to_string(), a.assignment))
+        .map(|a| {
+            (
+                a.member_id.to_string(),
+                Bytes::copy_from_slice(&a.assignment),
+            )
+        })
         .collect();
     let (error, assignment) = broker
         .groups

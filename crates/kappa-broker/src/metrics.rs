@@ -85,7 +85,7 @@ impl Default for BrokerMetrics {
         );
         registry.register(
             "kappa_topic_records_out",
-            "Records fetched, by topic",
+            "Records fetched, by topic (counted as offsets consumers move past, so compaction gaps count too)",
             records_out.clone(),
         );
         BrokerMetrics {

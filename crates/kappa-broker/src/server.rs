@@ -175,21 +175,33 @@ impl Broker {
                     let _ = queue.send(Queued::Ready(FrameOutcome::Close(reason))).await;
                     return Ok(());
                 }
-                let total = 4 + len as usize;
-                if buf.len() < total {
-                    buf.reserve(total - buf.len());
-                }
-                while buf.len() < total {
-                    if reader.read_buf(&mut buf).await? == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                let len = len as usize;
+                let frame = if 4 + len <= READ_BUFFER_BYTES {
+                    if buf.capacity() < 4 + len {
+                        buf.reserve(4 + len - buf.len());
                     }
-                }
-                buf.advance(4);
-                let frame = buf.split_to(total - 4).freeze();
-                if buf.is_empty() && buf.capacity() > MAX_IDLE_READ_BUFFER_BYTES {
-                    // One huge request must not pin its memory for the connection's life.
-                    buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-                }
+                    while buf.len() < 4 + len {
+                        if reader.read_buf(&mut buf).await? == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                    buf.advance(4);
+                    buf.split_to(len).freeze()
+                } else {
+                    // A large frame gets a buffer of its own, freed with the request, so the
+                    // shared buffer stays small (and nothing kept from a request pins much).
+                    let mut own = BytesMut::with_capacity(len);
+                    let buffered = buf.len().min(4 + len);
+                    own.extend_from_slice(&buf[4..buffered]);
+                    buf.advance(buffered);
+                    while own.len() < len {
+                        let missing = (len - own.len()) as u64;
+                        if (&mut reader).take(missing).read_buf(&mut own).await? == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                    own.freeze()
+                };
                 let queued = self.handle_frame(frame, peer).await;
                 let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_)));
                 if queue.send(queued).await.is_err() || close {
@@ -273,9 +285,8 @@ impl Broker {
     }
 }
 
-/// A connection's read buffer to start with, and the most it keeps between requests.
+/// A connection's read buffer; frames larger than this are read into buffers of their own.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-const MAX_IDLE_READ_BUFFER_BYTES: usize = 4 << 20;
 
 /// How many requests of one connection may wait for their responses at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -483,7 +494,11 @@ async fn send_file(socket: &TcpStream, slice: &kappa_log::FileSlice) -> std::io:
                 ));
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(e),
         }
     }

@@ -393,3 +393,63 @@ async fn fetches_across_segments_and_a_consumer_vanishing_mid_answer() {
         .sum();
     assert_eq!(count, expected.len());
 }
+
+/// Requests arrive however TCP cuts them: small and large frames (a large one is read into a
+/// buffer of its own) written in pieces, and several frames in one write, are all answered in
+/// order, and what was produced reads back whole.
+#[tokio::test]
+async fn frames_split_across_reads_and_packed_together() {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let running = start(BrokerConfig::default()).await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let big_values: Vec<String> = (0..300)
+        .map(|i| format!("{i:03}{}", "v".repeat(1000)))
+        .collect();
+    let refs: Vec<&str> = big_values.iter().map(String::as_str).collect();
+    let big = frame(
+        ApiKey::Produce,
+        9,
+        1,
+        &produce_request("pieces", 1, Some(batch(&refs))),
+    );
+    assert!(big.len() > 64 * 1024);
+    let small = frame(
+        ApiKey::Produce,
+        9,
+        2,
+        &produce_request("pieces", 1, Some(batch(&["tail"]))),
+    );
+    let mut wire = big.to_vec();
+    wire.extend_from_slice(&small);
+    // First in pieces of 7 KB with pauses, then the same two frames in one write.
+    for piece in wire.chunks(7000) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    s.write_all(&wire).await.unwrap();
+    let mut correlation = Vec::new();
+    for _ in 0..4 {
+        let mut r = read_response(&mut s).await.expect("a response");
+        let header =
+            ResponseHeader::decode(&mut r, ApiKey::Produce.response_header_version(9)).unwrap();
+        let p: ProduceResponse = ProduceResponse::decode(&mut r, 9).unwrap();
+        assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+        correlation.push(header.correlation_id);
+    }
+    assert_eq!(correlation, vec![1, 2, 1, 2]);
+    let read = running.broker.topics.get("pieces").unwrap().partitions[0]
+        .read(0, 10 << 20, true)
+        .unwrap();
+    let mut bytes = Bytes::from(read.bytes);
+    let values: Vec<String> = RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.records.iter())
+        .map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap())
+        .collect();
+    let mut expected = big_values.clone();
+    expected.push("tail".into());
+    expected.extend(big_values);
+    expected.push("tail".into());
+    assert_eq!(values, expected);
+}

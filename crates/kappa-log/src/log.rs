@@ -32,7 +32,10 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
-/// A stretch of a segment file holding whole batches.
+/// A stretch of a segment file holding whole batches. It stays valid after the log's lock is
+/// released because bytes below a segment's size are never rewritten in place: retention and
+/// deletion unlink files, the cleaner renames a new file over the old, and the open handle
+/// keeps the old bytes.
 #[derive(Debug, Clone)]
 pub struct FileSlice {
     pub file: Arc<std::fs::File>,
@@ -46,7 +49,9 @@ pub struct FileRead {
     pub slices: Vec<FileSlice>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    /// The offset after the last batch found (the requested offset when none was).
+    /// Where the next read continues: after the last batch found (or the base offset of the
+    /// batch that follows it, which differs only across a compaction gap); the requested
+    /// offset when nothing was found.
     pub next_offset: i64,
 }
 
