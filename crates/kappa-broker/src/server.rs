@@ -499,8 +499,81 @@ async fn send_file(socket: &TcpStream, slice: &kappa_log::FileSlice) -> std::io:
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) => {}
+            Err(e) if sendfile_unsupported(&e) => {
+                return send_file_buffered(socket, &slice.file, position, end).await;
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// sendfile(2) refuses files whose file system cannot splice (some FUSE and network ones).
+fn sendfile_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP)
+    )
+}
+
+/// Sends `file[position..end]` through a buffer: the fallback when sendfile is refused.
+async fn send_file_buffered(
+    socket: &TcpStream,
+    file: &std::fs::File,
+    mut position: u64,
+    end: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (end - position).min(256 * 1024) as usize];
+    while position < end {
+        let n = (end - position).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], position)?;
+        let mut sent = 0;
+        while sent < n {
+            socket.writable().await?;
+            match socket.try_write(&buf[sent..n]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        position += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// The buffered fallback sends exactly the requested stretch of the file.
+    #[tokio::test]
+    async fn buffered_fallback_sends_the_file_stretch() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        file.write_all(&data).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let socket = TcpStream::connect(addr).await.unwrap();
+        send_file_buffered(&socket, &file, 12_345, 912_345)
+            .await
+            .unwrap();
+        drop(socket);
+        assert_eq!(reader.await.unwrap(), data[12_345..912_345]);
+        let einval = std::io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error());
+        assert!(sendfile_unsupported(&einval));
+        let epipe = std::io::Error::from_raw_os_error(rustix::io::Errno::PIPE.raw_os_error());
+        assert!(!sendfile_unsupported(&epipe));
+    }
 }
