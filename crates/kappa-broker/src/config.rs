@@ -17,6 +17,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Largest request frame a client may make the broker allocate.
     pub max_request_bytes: usize,
+    /// A connection with no request and no response for this long is closed, and so is one
+    /// whose client stops reading a response for this long (Kafka's connections.max.idle.ms).
+    pub connections_max_idle_ms: u64,
     /// How often retention and compaction run over all partitions.
     pub log_maintenance_interval_ms: u64,
     /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
@@ -38,6 +41,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
             log_maintenance_interval_ms: 30_000,
             flush: "on-demand".into(),
             log_retention_ms: 7 * 24 * 3600 * 1000,

@@ -2,8 +2,9 @@
 //! handlers and writes responses in order. A bad frame closes only its own connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -142,7 +143,15 @@ impl Broker {
         stream.set_nodelay(true)?;
         let (mut reader, writer) = stream.into_split();
         let (queue, pending) = mpsc::channel::<Queued>(MAX_IN_FLIGHT);
-        let writer_task = tokio::spawn(write_responses(writer, pending, peer));
+        let idle = Duration::from_millis(self.config.connections_max_idle_ms.max(1));
+        let activity = Arc::new(Activity::new());
+        let writer_task = tokio::spawn(write_responses(
+            writer,
+            pending,
+            peer,
+            idle,
+            activity.clone(),
+        ));
         let result = async {
             // One buffer per connection, read into without zeroing: frames are split off it,
             // and its memory is reused once their requests are done with them.
@@ -163,6 +172,14 @@ impl Broker {
                                 };
                             }
                         }
+                        _ = tokio::time::sleep_until(activity.idle_deadline(idle)) => {
+                            if activity.is_idle(idle) {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                return Ok(());
+                            }
+                        }
+                        // The writer gave up on the client (it stopped reading).
+                        _ = queue.closed() => return Ok(()),
                         _ = shutdown.changed() => return Ok(()),
                     }
                 }
@@ -202,6 +219,7 @@ impl Broker {
                     }
                     own.freeze()
                 };
+                activity.request_started();
                 let queued = self.handle_frame(frame, peer).await;
                 let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_)));
                 if queue.send(queued).await.is_err() || close {
@@ -298,10 +316,56 @@ enum Queued {
     Pending(tokio::task::JoinHandle<FrameOutcome>),
 }
 
+/// When a connection last did something, and how many of its requests are unanswered: a
+/// connection is idle only with nothing in flight.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn response_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        (self.started + last + idle).into()
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && Instant::now()
+                >= self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
 async fn write_responses(
     mut writer: tokio::net::tcp::OwnedWriteHalf,
     mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
+    idle: Duration,
+    activity: Arc<Activity>,
 ) {
     while let Some(queued) = pending.recv().await {
         let outcome = match queued {
@@ -311,22 +375,31 @@ async fn write_responses(
                 Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
             },
         };
-        match outcome {
+        // A client that stops reading must not hold the connection (and the segment files
+        // of its fetch) forever.
+        let written = match outcome {
             FrameOutcome::Respond(bytes) => {
-                if writer.write_all(&bytes).await.is_err() {
-                    return;
-                }
+                tokio::time::timeout(idle, writer.write_all(&bytes)).await
             }
             FrameOutcome::RespondChunks(chunks) => {
-                if let Err(e) = write_chunks(&mut writer, &chunks).await {
-                    tracing::debug!(%peer, error = %e, "could not write a fetch response");
-                    let _ = writer.shutdown().await;
-                    return;
-                }
+                tokio::time::timeout(idle, write_chunks(&mut writer, &chunks)).await
             }
-            FrameOutcome::NoResponse => {}
+            FrameOutcome::NoResponse => Ok(Ok(())),
             FrameOutcome::Close(reason) => {
                 tracing::warn!(%peer, reason, "closing connection");
+                let _ = writer.shutdown().await;
+                return;
+            }
+        };
+        match written {
+            Ok(Ok(())) => activity.response_done(),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "could not write a response");
+                let _ = writer.shutdown().await;
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "closing a connection whose client stopped reading");
                 let _ = writer.shutdown().await;
                 return;
             }

@@ -453,3 +453,71 @@ async fn frames_split_across_reads_and_packed_together() {
     expected.push("tail".into());
     assert_eq!(values, expected);
 }
+
+/// connections.max.idle.ms: a connection that sends nothing is closed, one that keeps asking
+/// is not, and a client that stops reading a large fetch answer is cut off.
+#[tokio::test]
+async fn idle_connections_and_clients_that_stop_reading_are_closed() {
+    let running = start(BrokerConfig {
+        connections_max_idle_ms: 400,
+        ..Default::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+    let mut busy = TcpStream::connect(running.addr).await.unwrap();
+    for _ in 0..8 {
+        let r: ApiVersionsResponse = call(
+            &mut busy,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, 0);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // 1.2 s have passed: the silent one is gone, the busy one still answers.
+    assert!(closed(&mut silent).await, "an idle connection stays open");
+    still_serving(running.addr).await;
+
+    // About 20 MB in one partition, then a fetch of all of it that the client never reads.
+    let value = "r".repeat(100_000);
+    let values: Vec<&str> = (0..20).map(|_| value.as_str()).collect();
+    let mut w = TcpStream::connect(running.addr).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(produce(&mut w, "big", 1, Some(batch(&values))).await.0, 0);
+    }
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(50 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("big")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(50 << 20)])]);
+    let mut stuck = TcpStream::connect(running.addr).await.unwrap();
+    stuck
+        .write_all(&frame(ApiKey::Fetch, 12, 1, &fetch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The broker gave up: draining what reached the socket ends in EOF or a reset, short of
+    // the whole answer.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut stuck, &mut buf),
+        )
+        .await
+        .expect("the broker closes the connection")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 20_000_000, "{got} bytes arrived");
+    still_serving(running.addr).await;
+}
