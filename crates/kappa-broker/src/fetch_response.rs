@@ -20,6 +20,13 @@ pub struct FetchedPartition {
     pub next_offset: i64,
 }
 
+impl FetchedPartition {
+    /// Bytes of records this partition answers with.
+    pub fn records_len(&self) -> u64 {
+        self.records.iter().map(|s| s.len).sum()
+    }
+}
+
 #[derive(Debug)]
 pub struct FetchedTopic {
     pub name: String,
@@ -70,7 +77,7 @@ pub fn encode(version: i16, correlation_id: i32, fetched: &Fetched) -> Vec<Chunk
             if version >= 11 {
                 out.buf.put_i32(-1); // preferred_read_replica
             }
-            let len: u64 = p.records.iter().map(|s| s.len).sum();
+            let len = p.records_len();
             if flexible {
                 out.uvarint(len + 1);
             } else {

@@ -537,7 +537,7 @@ async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest
                 };
                 for (p, asked) in topic.partitions.iter().zip(&requested.partitions) {
                     ctx.code(p.error_code);
-                    let bytes: u64 = p.records.iter().map(|s| s.len).sum();
+                    let bytes = p.records_len();
                     if bytes > 0 {
                         broker
                             .metrics

@@ -355,8 +355,7 @@ impl Activity {
 
     fn is_idle(&self, idle: Duration) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
-            && Instant::now()
-                >= self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+            && tokio::time::Instant::now() >= self.idle_deadline(idle)
     }
 }
 

@@ -350,23 +350,23 @@ impl Segment {
             return Ok((self.size, (pos < self.size).then_some(self.next_offset)));
         }
         let idx = self.offset_index.partition_point(|e| e.1 as u64 <= limit);
-        let (mut at, mut next) = match idx.checked_sub(1).map(|i| self.offset_index[i]) {
+        let (start, mut next) = match idx.checked_sub(1).map(|i| self.offset_index[i]) {
             Some((rel, indexed)) if indexed as u64 > pos => {
                 (indexed as u64, Some(self.base_offset + rel as i64))
             }
             _ => (pos, None),
         };
-        let mut header_buf = [0u8; HEADER_LEN];
-        while at + HEADER_LEN as u64 <= self.size {
-            self.file.read_exact_at(&mut header_buf, at)?;
-            let header = BatchHeader::parse(&header_buf)?;
-            if at + header.size as u64 > limit {
-                break;
+        let mut end = start;
+        // Stops at the first batch that does not fit, which is where `end` then stands.
+        self.scan_headers(start, |header| {
+            if end + header.size as u64 > limit {
+                return true;
             }
-            at += header.size as u64;
+            end += header.size as u64;
             next = Some(header.last_offset() + 1);
-        }
-        Ok((at, next))
+            false
+        })?;
+        Ok((end, next))
     }
 
     /// The header of the batch at `pos`.
@@ -415,10 +415,8 @@ impl Segment {
         mut pos: u64,
         mut found: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<u64>> {
-        let mut header_buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= self.size {
-            self.file.read_exact_at(&mut header_buf, pos)?;
-            let header = BatchHeader::parse(&header_buf)?;
+            let header = self.batch_at(pos)?;
             if found(&header) {
                 return Ok(Some(pos));
             }

@@ -202,15 +202,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|e| e.into_inner()),
             );
             latencies.sort_unstable();
-            let pct = |p: f64| {
-                latencies
-                    .get(
-                        ((latencies.len() as f64 * p) as usize)
-                            .min(latencies.len().saturating_sub(1)),
-                    )
-                    .map(|v| *v as f64 / 1000.0)
-                    .unwrap_or(f64::NAN)
-            };
+            let pct = |p: f64| percentile_ms(&latencies, p);
             let ok = latencies.len() as f64;
             println!(
                 "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions{}: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
@@ -491,6 +483,14 @@ struct LatencyContext {
     failed: AtomicU64,
 }
 
+/// The `p` quantile (0..=1) of sorted microsecond latencies, in milliseconds.
+pub(crate) fn percentile_ms<T: Copy + Into<u64>>(sorted_us: &[T], p: f64) -> f64 {
+    sorted_us
+        .get(((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1)))
+        .map(|v| (*v).into() as f64 / 1000.0)
+        .unwrap_or(f64::NAN)
+}
+
 /// One line per second of sending: how many records were sent in it and their latencies.
 fn print_timeline(context: &LatencyContext) {
     let latencies = context
@@ -508,12 +508,7 @@ fn print_timeline(context: &LatencyContext) {
     }
     for (second, mut window) in seconds.into_iter().enumerate() {
         window.sort_unstable();
-        let at = |p: f64| {
-            window
-                .get(((window.len() as f64 * p) as usize).min(window.len().saturating_sub(1)))
-                .map(|v| *v as f64 / 1000.0)
-                .unwrap_or(f64::NAN)
-        };
+        let at = |p: f64| percentile_ms(&window, p);
         println!(
             "  second {second}: {} records, latency ms p50 {:.2} p99 {:.2} max {:.2}",
             window.len(),

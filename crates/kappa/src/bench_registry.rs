@@ -92,12 +92,7 @@ impl Conn {
     }
 }
 
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .map(|v| *v as f64 / 1000.0)
-        .unwrap_or(f64::NAN)
-}
+use crate::bench::percentile_ms as pct;
 
 fn report(what: &str, mut latencies: Vec<u64>, elapsed: Duration) {
     latencies.sort_unstable();
