@@ -8,6 +8,7 @@
 pub mod batch;
 mod cleaner;
 mod config;
+mod direct;
 mod log;
 pub mod producer_state;
 pub mod records;

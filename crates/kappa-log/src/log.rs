@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, BatchHeader};
+use crate::direct::AlignedBuf;
 use crate::producer_state::{self, ProducerState, SequenceCheck};
-use crate::segment::{read_batches, Segment};
+use crate::segment::{read_batches, PendingWrite, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const LOG_START_FILE: &str = "log-start-offset";
-/// Largest append buffer a partition keeps between appends.
-const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+/// Appended bytes a partition may hold in memory before an append waits to write them: what
+/// bounds memory when appends outrun the disk and nobody waits for their writes (acks=0).
+const MAX_PENDING_BYTES: u64 = 32 << 20;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +94,10 @@ pub(crate) struct LogState {
     pub(crate) segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     pub(crate) config: LogConfig,
-    scratch: Vec<u8>,
     pub(crate) closed: bool,
+    /// A write to the file failed: appended bytes may be lost, so the log takes no more
+    /// appends (Kafka takes such a log offline too).
+    failed: Option<String>,
     producers: ProducerState,
     /// Base of the active segment when compaction last ran: nothing new to clean before it rolls.
     pub(crate) cleaned_up_to: Option<i64>,
@@ -115,6 +119,15 @@ impl LogState {
     fn next_offset(&self) -> i64 {
         self.active().next_offset
     }
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(closed_error());
+        }
+        match &self.failed {
+            Some(e) => Err(failed_error(e)),
+            None => Ok(()),
+        }
+    }
     /// Base offset of the active segment (the one compaction never touches).
     pub(crate) fn active_base(&self) -> i64 {
         self.active().base_offset
@@ -123,12 +136,21 @@ impl LogState {
 
 /// One partition's log. All methods take `&self`; appends serialize on an internal lock,
 /// reads hold it only to find positions, and fsyncs are shared by concurrent callers.
+///
+/// An append lands in memory first ([`Log::append_deferred`]); [`Log::write_pending`] writes
+/// everything appended so far to the file in one go, and only then do readers see it. So a
+/// reader never sees a record that a crash of the process could take back.
 pub struct Log {
     dir: PathBuf,
     state: Mutex<LogState>,
+    /// Serializes writes to the file (they must land in order) and holds the spare buffer that
+    /// gathers appends while the other one is written. Taken before `state`, never after.
+    writer: Mutex<AlignedBuf>,
     flush_lock: Mutex<()>,
     /// Offset below which everything is known to be on disk.
     flushed_offset: AtomicI64,
+    /// Offset below which everything is in the file: the high watermark readers see.
+    written_offset: AtomicI64,
     /// Mirrors the log end offset for lock-free readers (metrics, fetch wake-ups).
     end_offset: AtomicI64,
 }
@@ -222,13 +244,15 @@ impl Log {
                 segments,
                 log_start_offset,
                 config,
-                scratch: Vec::new(),
                 closed: false,
+                failed: None,
                 producers,
                 cleaned_up_to: None,
             }),
+            writer: Mutex::new(AlignedBuf::default()),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(end),
+            written_offset: AtomicI64::new(end),
             end_offset: AtomicI64::new(end),
         })
     }
@@ -254,9 +278,20 @@ impl Log {
         self.lock().config = config;
     }
 
-    /// Offset the next appended record gets (the log end offset, and the high watermark).
+    /// Offset the next appended record gets (the log end offset).
     pub fn end_offset(&self) -> i64 {
         self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset below which records are in the file and visible to readers (the high
+    /// watermark): the end offset once [`Log::write_pending`] has caught up.
+    pub fn high_watermark(&self) -> i64 {
+        self.written_offset.load(Ordering::Acquire)
+    }
+
+    /// Whether every append is to be fsynced (`flush = always`).
+    pub fn flushes_always(&self) -> bool {
+        self.lock().config.flush == crate::FlushPolicy::Always
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -273,18 +308,30 @@ impl Log {
     }
 
     /// Validates every batch in `records` (a produce request's record set), then assigns
-    /// offsets and appends them all; on any error nothing is written.
+    /// offsets and appends them all; on any error nothing is appended. Returns once the
+    /// batches are in the file (fsynced too with `flush = always`).
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        let info = self.append_deferred(records, now_ms)?;
+        self.write_pending()?;
+        if self.flushes_always() {
+            self.flush_to(info.last_offset + 1)?;
+        }
+        Ok(info)
+    }
+
+    /// Like [`Log::append`], but returns once the batches are appended in memory: they reach
+    /// the file, and readers, with the next [`Log::write_pending`]. A broker answers acks=1
+    /// and acks=all only after that, and meanwhile gathers many appends into one write.
+    pub fn append_deferred(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
         let mut headers = batch::validate_all(records)?;
         if headers.iter().any(|h| h.is_control()) {
             return Err(LogError::InvalidRecord(
                 "control batches are written by the broker, not by producers".into(),
             ));
         }
+        self.make_room(records.len() as u64, now_ms)?;
         let mut state = self.lock();
-        if state.closed {
-            return Err(closed_error());
-        }
+        state.check_open()?;
         let max = state.config.max_message_bytes;
         if let Some(h) = headers.iter().find(|h| h.size > max) {
             return Err(LogError::MessageTooLarge { size: h.size, max });
@@ -336,26 +383,21 @@ impl Log {
         }
         let total = records.len();
         let config = state.config.clone();
-        let active = state.active();
-        let needs_roll = active.size > 0
-            && (active.size + total as u64 > config.segment_bytes
-                || now_ms - active.created_ms >= config.segment_ms);
-        if needs_roll {
-            self.roll(&mut state, now_ms)?;
-        }
         let base_offset = state.next_offset();
         let log_append_time = if config.timestamp_type == TimestampType::LogAppendTime {
             now_ms
         } else {
             -1
         };
-        let mut scratch = std::mem::take(&mut state.scratch);
-        scratch.clear();
-        scratch.extend_from_slice(records);
+        let active = state.active_mut();
+        if active.size == 0 {
+            active.created_ms = now_ms;
+        }
+        let staged = active.stage(records)?;
         let mut next = base_offset;
         let mut pos = 0;
         for header in headers.iter_mut() {
-            let bytes = &mut scratch[pos..pos + header.size];
+            let bytes = &mut staged[pos..pos + header.size];
             batch::set_base_offset(bytes, next);
             if log_append_time >= 0 {
                 batch::set_log_append_time(bytes, header.size, log_append_time);
@@ -365,18 +407,12 @@ impl Log {
             next = header.last_offset() + 1;
             pos += header.size;
         }
-        let active = state.active_mut();
-        if active.size == 0 {
-            active.created_ms = now_ms;
+        if let Err(e) = active.appended(&headers, config.index_interval_bytes) {
+            // The pending bytes and the segment's size now disagree: take the log offline
+            // rather than write a file that does not match its indexes.
+            state.failed = Some(e.to_string());
+            return Err(e);
         }
-        let result = active.append(&scratch, &headers, config.index_interval_bytes);
-        // Keep the buffer for the next append, unless one huge request grew it.
-        if scratch.capacity() <= SCRATCH_KEEP_BYTES {
-            state.scratch = scratch;
-        }
-        // On error the file may hold a partial write past `size`: the next append overwrites
-        // it and recovery would cut it.
-        result?;
         for h in &headers {
             state.producers.update(h);
         }
@@ -391,17 +427,95 @@ impl Log {
             bytes: total,
             duplicate: false,
         };
-        let always_flush = config.flush == crate::FlushPolicy::Always;
-        drop(state);
-        if always_flush {
-            self.flush_to(next)?;
-        }
         Ok(info)
+    }
+
+    /// Before an append: rolls the active segment when the append would overfill it or it is
+    /// too old, and writes pending bytes when too many wait. Both need the writer lock, which
+    /// is taken before the state lock, so this runs before the append takes the state lock.
+    fn make_room(&self, incoming: u64, now_ms: i64) -> Result<()> {
+        let needs = |state: &LogState| {
+            let active = state.active();
+            let roll = active.size > 0
+                && (active.size + incoming > state.config.segment_bytes
+                    || now_ms - active.created_ms >= state.config.segment_ms);
+            (roll, active.pending_bytes() + incoming > MAX_PENDING_BYTES)
+        };
+        match needs(&self.lock()) {
+            (false, false) => return Ok(()),
+            (false, true) => return self.write_pending().map(|_| ()),
+            (true, _) => {}
+        }
+        let mut spare = self.lock_writer();
+        let mut state = self.lock();
+        state.check_open()?;
+        if needs(&state).0 {
+            self.write_locked(&mut state, &mut spare)?;
+            self.roll(&mut state, now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, AlignedBuf> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes everything appended so far to the file, where readers find it, and returns the
+    /// high watermark. Appends go on meanwhile (into the other buffer); concurrent callers
+    /// write one after the other.
+    pub fn write_pending(&self) -> Result<i64> {
+        let mut spare = self.lock_writer();
+        let job = {
+            let mut state = self.lock();
+            if let Some(e) = &state.failed {
+                return Err(failed_error(e));
+            }
+            state.active_mut().take_pending(&mut spare)
+        };
+        if let Some(mut job) = job {
+            let written = job.write();
+            self.finish_write(&mut self.lock(), job, written, &mut spare)?;
+        }
+        Ok(self.high_watermark())
+    }
+
+    /// [`Log::write_pending`] for callers that hold both locks (roll, close).
+    fn write_locked(&self, state: &mut LogState, spare: &mut AlignedBuf) -> Result<()> {
+        if let Some(mut job) = state.active_mut().take_pending(spare) {
+            let written = job.write();
+            self.finish_write(state, job, written, spare)?;
+        }
+        Ok(())
+    }
+
+    fn finish_write(
+        &self,
+        state: &mut LogState,
+        job: PendingWrite,
+        written: Result<bool>,
+        spare: &mut AlignedBuf,
+    ) -> Result<()> {
+        let direct_ok = match written {
+            Ok(direct_ok) => direct_ok,
+            Err(e) => {
+                tracing::error!(log = %self.dir.display(), error = %e, "write failed; the log takes no more appends");
+                state.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        if let Some(segment) = state.segments.get_mut(&job.base_offset) {
+            segment.written_through(job.end, job.next_offset, direct_ok);
+        }
+        self.written_offset
+            .fetch_max(job.next_offset, Ordering::AcqRel);
+        *spare = job.into_buffer();
+        Ok(())
     }
 
     fn roll(&self, state: &mut LogState, now_ms: i64) -> Result<()> {
         // Make the old segment durable first: recovery relies on only the active one being torn.
         state.active_mut().seal_time_index()?;
+        state.active_mut().trim()?;
         state.active().flush()?;
         let base = state.next_offset();
         producer_state::write_snapshot(&self.dir, base, &state.producers)?;
@@ -411,11 +525,15 @@ impl Log {
         Ok(())
     }
 
-    /// Makes everything below `offset` durable. Concurrent callers share one fsync: whoever
-    /// holds the flush lock syncs all data written so far, the others find their data covered.
+    /// Makes everything below `offset` durable, writing pending appends first. Concurrent
+    /// callers share one fsync: whoever holds the flush lock syncs all data written so far,
+    /// the others find their data covered.
     pub fn flush_to(&self, offset: i64) -> Result<()> {
         if self.flushed_offset.load(Ordering::Acquire) >= offset {
             return Ok(());
+        }
+        if self.high_watermark() < offset {
+            self.write_pending()?;
         }
         let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.flushed_offset.load(Ordering::Acquire) >= offset {
@@ -423,7 +541,7 @@ impl Log {
         }
         let (file, end) = {
             let state = self.lock();
-            (Arc::clone(&state.active().file), state.next_offset())
+            (Arc::clone(&state.active().file), self.high_watermark())
         };
         // Older segments were synced when they were rolled.
         file.sync_data()?;
@@ -459,7 +577,7 @@ impl Log {
         }
         let mut out = FileRead {
             slices: Vec::new(),
-            high_watermark: end,
+            high_watermark: self.high_watermark(),
             log_start_offset: start,
             next_offset: offset,
         };
@@ -477,7 +595,7 @@ impl Log {
             let Some(pos) = segment.position_of(offset)? else {
                 continue;
             };
-            let available = segment.size - pos;
+            let available = segment.written - pos;
             let (mut end_pos, mut next) =
                 segment.batches_within(pos, pos.saturating_add(budget))?;
             if end_pos == pos && at_least_one && out.slices.is_empty() {
@@ -514,7 +632,7 @@ impl Log {
                 continue;
             }
             if let Some(pos) = segment.position_of_time(ts, start)? {
-                let bytes = read_batches(&segment.file, pos, segment.size, 0, true)?;
+                let bytes = read_batches(&segment.file, pos, segment.written, 0, true)?;
                 let header = BatchHeader::parse(&bytes)?;
                 if header.last_offset() < start {
                     continue;
@@ -542,7 +660,8 @@ impl Log {
         if state.closed {
             return Err(closed_error());
         }
-        let end = state.next_offset();
+        // As Kafka: up to the high watermark, never into records readers cannot see yet.
+        let end = self.high_watermark();
         if offset < 0 || offset > end {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -625,11 +744,16 @@ impl Log {
 
     /// Flushes everything and marks the shutdown clean so the next open skips recovery.
     pub fn close(&self) -> Result<()> {
+        let mut spare = self.lock_writer();
         let mut state = self.lock();
         if state.closed {
             return Ok(());
         }
+        if state.failed.is_none() {
+            self.write_locked(&mut state, &mut spare)?;
+        }
         state.active_mut().seal_time_index()?;
+        state.active_mut().trim()?;
         for segment in state.segments.values() {
             segment.flush()?;
         }
@@ -660,6 +784,12 @@ impl Log {
     pub fn producer(&self, producer_id: i64) -> Option<producer_state::ProducerEntry> {
         self.lock().producers.get(producer_id).cloned()
     }
+}
+
+fn failed_error(e: &str) -> LogError {
+    LogError::Io(std::io::Error::other(format!(
+        "an earlier write to this log failed ({e}); it takes no more appends"
+    )))
 }
 
 fn closed_error() -> LogError {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::direct::{self, AlignedBuf, BLOCK};
 use crate::Result;
 
 /// Sparse offset index: (offset relative to the base, file position).
@@ -30,10 +31,18 @@ fn time_index_path(dir: &Path, base: i64) -> PathBuf {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub file: Arc<File>,
-    /// Bytes of whole batches in the file.
+    /// Bytes of whole batches appended, including those still waiting in `pending`.
     pub size: u64,
     /// Offset after the last record of the segment (== base_offset when empty).
     pub next_offset: i64,
+    /// Bytes of whole batches in the file: readers see no further.
+    pub written: u64,
+    /// Offset after the last record in the file.
+    pub written_next_offset: i64,
+    /// Appended bytes not yet in the file, to be written at `pending_from`. With direct writes
+    /// the buffer starts with the file's partial last block, which is written again with them.
+    pending: AlignedBuf,
+    pending_from: u64,
     /// Largest batch max-timestamp in the segment; -1 when empty.
     pub max_timestamp: i64,
     /// Wall-clock time of the first append (or file mtime on reopen), for `segment.ms`.
@@ -46,7 +55,55 @@ pub(crate) struct Segment {
     /// Offset (relative to the base) of the last batch, for the seal entry of the time index.
     last_batch_rel: u32,
     dir: PathBuf,
+    direct: Direct,
 }
+
+/// How appends reach the file.
+enum Direct {
+    /// Not decided yet: segments that never take an append never open a second handle.
+    Untried,
+    On(Arc<File>),
+    /// The file system refuses direct I/O: appends go through the page cache.
+    Off,
+}
+
+/// Appended bytes taken from a segment to be written to its file (see [`Segment::take_pending`]).
+pub(crate) struct PendingWrite {
+    pub base_offset: i64,
+    buf: AlignedBuf,
+    position: u64,
+    file: Arc<File>,
+    direct: Option<Arc<File>>,
+    /// The segment's size and next offset once these bytes are in the file.
+    pub end: u64,
+    pub next_offset: i64,
+}
+
+impl PendingWrite {
+    /// Writes the bytes. A direct write the file system refuses is done buffered instead;
+    /// `Ok(false)` then tells the segment to stop trying direct writes.
+    pub fn write(&mut self) -> Result<bool> {
+        if let Some(direct) = &self.direct {
+            match direct.write_all_at(self.buf.padded(), self.position) {
+                Ok(()) => return Ok(true),
+                Err(e) if direct::refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.file.write_all_at(self.buf.as_slice(), self.position)?;
+        Ok(self.direct.is_none())
+    }
+
+    /// The emptied buffer, for the next write.
+    pub fn into_buffer(mut self) -> AlignedBuf {
+        self.buf.clear();
+        self.buf.shrink(PENDING_KEEP_BYTES);
+        self.buf
+    }
+}
+
+/// Largest write buffer a partition keeps between writes.
+const PENDING_KEEP_BYTES: usize = 4 << 20;
 
 /// What opening a segment found.
 pub(crate) struct Opened {
@@ -70,6 +127,10 @@ impl Segment {
             file: Arc::new(file),
             size: 0,
             next_offset: base_offset,
+            written: 0,
+            written_next_offset: base_offset,
+            pending: AlignedBuf::default(),
+            pending_from: 0,
             max_timestamp: -1,
             created_ms: now_ms,
             offset_index: Vec::new(),
@@ -79,6 +140,7 @@ impl Segment {
             bytes_since_index: 0,
             last_batch_rel: 0,
             dir: dir.to_path_buf(),
+            direct: Direct::Untried,
         })
     }
 
@@ -105,6 +167,10 @@ impl Segment {
             file: Arc::new(file),
             size: file_len,
             next_offset: base_offset,
+            written: 0,
+            written_next_offset: base_offset,
+            pending: AlignedBuf::default(),
+            pending_from: 0,
             max_timestamp: -1,
             created_ms,
             offset_index: Vec::new(),
@@ -114,6 +180,7 @@ impl Segment {
             bytes_since_index: 0,
             last_batch_rel: 0,
             dir: dir.to_path_buf(),
+            direct: Direct::Untried,
         };
         if !recover {
             if let Some((offset_index, time_index)) = segment.load_indexes(file_len)? {
@@ -129,6 +196,7 @@ impl Segment {
                         segment.max_timestamp = segment
                             .max_timestamp
                             .max(segment.time_index.last().map(|e| e.0).unwrap_or(-1));
+                        segment.all_written();
                         return Ok(Opened {
                             segment,
                             truncated_bytes: 0,
@@ -155,11 +223,17 @@ impl Segment {
         segment.time_index_file = time_index_file;
         segment.size = 0;
         let reason = segment.scan_rebuild(file_len, index_interval)?;
-        let truncated_bytes = file_len - segment.size;
-        if truncated_bytes > 0 {
+        if file_len > segment.size {
             segment.file.set_len(segment.size)?;
             segment.file.sync_all()?;
         }
+        // Padding after the last batch is not data: trimming it is no loss worth a warning.
+        let truncated_bytes = if reason.is_some() {
+            file_len - segment.size
+        } else {
+            0
+        };
+        segment.all_written();
         Ok(Opened {
             segment,
             truncated_bytes,
@@ -250,6 +324,9 @@ impl Segment {
                 )));
             }
             self.file.read_exact_at(&mut header_buf, pos)?;
+            if direct::is_padding(&self.file, pos, file_len)? {
+                return Ok(None);
+            }
             let header = match BatchHeader::parse(&header_buf) {
                 Ok(h) => h,
                 Err(e) => return Ok(Some(e.to_string())),
@@ -280,17 +357,118 @@ impl Segment {
         Ok(None)
     }
 
-    /// Appends whole, already validated and offset-stamped batches.
-    pub fn append(
-        &mut self,
-        data: &[u8],
-        headers: &[BatchHeader],
-        index_interval: u64,
-    ) -> Result<()> {
-        self.file.write_all_at(data, self.size)?;
+    /// Copies batches into the segment's pending bytes and returns the copy, for the caller
+    /// to stamp offsets into before calling [`Segment::appended`].
+    pub fn stage(&mut self, data: &[u8]) -> Result<&mut [u8]> {
+        if let Direct::Untried = self.direct {
+            self.choose_direct()?;
+        }
+        Ok(self.pending.extend_from_slice(data))
+    }
+
+    /// Indexes batches [`Segment::stage`] took, now stamped: they count as appended (and
+    /// readers find them once written).
+    pub fn appended(&mut self, headers: &[BatchHeader], index_interval: u64) -> Result<()> {
         for header in headers {
             self.index_batch(header, index_interval)?;
             self.size += header.size as u64;
+        }
+        Ok(())
+    }
+
+    /// Bytes appended but not yet written.
+    pub fn pending_bytes(&self) -> u64 {
+        self.size - self.written
+    }
+
+    /// Decides, at the first append, how this segment's appends reach its file.
+    fn choose_direct(&mut self) -> Result<()> {
+        debug_assert_eq!(self.size, self.written);
+        self.pending.clear();
+        match direct::open(&log_path(&self.dir, self.base_offset))? {
+            Some(file) => {
+                // The partial last block is written again with the next bytes.
+                let tail = self.written % BLOCK as u64;
+                let mut block = [0u8; BLOCK];
+                self.file
+                    .read_exact_at(&mut block[..tail as usize], self.written - tail)?;
+                self.pending.extend_from_slice(&block[..tail as usize]);
+                self.pending_from = self.written - tail;
+                self.direct = Direct::On(Arc::new(file));
+            }
+            None => {
+                self.pending_from = self.written;
+                self.direct = Direct::Off;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the pending bytes for writing, leaving `spare` (emptied) to gather the next ones.
+    /// `None` when everything appended is written.
+    pub fn take_pending(&mut self, spare: &mut AlignedBuf) -> Option<PendingWrite> {
+        if self.size == self.written {
+            return None;
+        }
+        let buf = std::mem::replace(&mut self.pending, std::mem::take(spare));
+        let position = self.pending_from;
+        self.pending.clear();
+        let direct = match &self.direct {
+            Direct::On(file) => {
+                // The next write starts again at the block this one ends in.
+                let tail = (self.size % BLOCK as u64) as usize;
+                self.pending
+                    .extend_from_slice(&buf.as_slice()[buf.len() - tail..]);
+                self.pending_from = self.size - tail as u64;
+                Some(Arc::clone(file))
+            }
+            _ => {
+                self.pending_from = self.size;
+                None
+            }
+        };
+        Some(PendingWrite {
+            base_offset: self.base_offset,
+            buf,
+            position,
+            file: Arc::clone(&self.file),
+            direct,
+            end: self.size,
+            next_offset: self.next_offset,
+        })
+    }
+
+    /// Records that a [`PendingWrite`] reached the file; `direct_ok` false stops direct writes.
+    pub fn written_through(&mut self, end: u64, next_offset: i64, direct_ok: bool) {
+        if !direct_ok {
+            if let Direct::On(_) = self.direct {
+                tracing::info!(segment = %log_path(&self.dir, self.base_offset).display(), "direct I/O refused; writing through the page cache");
+                self.direct = Direct::Off;
+                // What is pending still starts at a block boundary: a buffered write of it
+                // rewrites the block's first bytes unchanged.
+            }
+        }
+        if end > self.written {
+            self.written = end;
+            self.written_next_offset = next_offset;
+        }
+    }
+
+    fn all_written(&mut self) {
+        self.written = self.size;
+        self.written_next_offset = self.next_offset;
+        self.pending_from = self.size;
+    }
+
+    /// Cuts the zero padding direct writes leave after the last batch, once the segment takes
+    /// no more appends (roll, close) and everything is written, so its file holds exactly its
+    /// batches.
+    pub fn trim(&mut self) -> Result<()> {
+        debug_assert_eq!(self.size, self.written);
+        if let Direct::On(_) = self.direct {
+            if self.file.metadata()?.len() != self.size {
+                self.file.set_len(self.size)?;
+            }
         }
         Ok(())
     }
@@ -329,7 +507,7 @@ impl Segment {
     /// File position of the batch that holds `offset` (or the first batch after it).
     /// `None` when the segment holds nothing at or after `offset`.
     pub fn position_of(&self, offset: i64) -> Result<Option<u64>> {
-        if offset >= self.next_offset {
+        if offset >= self.written_next_offset {
             return Ok(None);
         }
         let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
@@ -346,8 +524,11 @@ impl Segment {
     /// the offset after the last of them (`None` when not even the first fits). Starts from
     /// the last indexed batch before `limit`, so it reads at most an index interval of headers.
     pub fn batches_within(&self, pos: u64, limit: u64) -> Result<(u64, Option<i64>)> {
-        if limit >= self.size {
-            return Ok((self.size, (pos < self.size).then_some(self.next_offset)));
+        if limit >= self.written {
+            return Ok((
+                self.written,
+                (pos < self.written).then_some(self.written_next_offset),
+            ));
         }
         let idx = self.offset_index.partition_point(|e| e.1 as u64 <= limit);
         let (start, mut next) = match idx.checked_sub(1).map(|i| self.offset_index[i]) {
@@ -415,7 +596,8 @@ impl Segment {
         mut pos: u64,
         mut found: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<u64>> {
-        while pos + HEADER_LEN as u64 <= self.size {
+        // Readers see only what is in the file.
+        while pos + HEADER_LEN as u64 <= self.written {
             let header = self.batch_at(pos)?;
             if found(&header) {
                 return Ok(Some(pos));

@@ -236,13 +236,28 @@ fn recovery_cuts_a_torn_tail_at_every_byte_of_the_last_batch() {
         // dropped without close(): an unclean shutdown
     };
     let file = last_segment_file(template.path());
-    let full_len = std::fs::metadata(&file).unwrap().len();
-    for cut in 1..=last_len as u64 {
+    let copy_template = || {
         let dir = tempfile::tempdir().unwrap();
         for entry in std::fs::read_dir(template.path()).unwrap() {
             let p = entry.unwrap().path();
             std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
         }
+        dir
+    };
+    // As the crash left it, the file may end in a direct append's zero padding: recovery
+    // keeps every batch and trims only the padding.
+    let full_len = {
+        let dir = copy_template();
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.end_offset(), end_before_last + 7);
+        log.close().unwrap();
+        std::fs::metadata(dir.path().join(file.file_name().unwrap()))
+            .unwrap()
+            .len()
+    };
+    assert!(std::fs::metadata(&file).unwrap().len() >= full_len);
+    for cut in 1..=last_len as u64 {
+        let dir = copy_template();
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.path().join(file.file_name().unwrap()))
@@ -729,4 +744,111 @@ fn max_timestamp_between_index_points_survives_a_clean_restart() {
             .base_offset,
         1
     );
+}
+
+/// Every `.log` file holds exactly whole batches: no padding left after the last one.
+fn assert_segment_files_hold_whole_batches(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                batch::whole_batches_len(&bytes),
+                bytes.len(),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn deferred_appends_are_seen_only_once_written_and_land_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    // Every batch appended, in order, as the log stamped it (base offset per batch).
+    let mut expected: Vec<(i64, Vec<u8>)> = Vec::new();
+    for round in 0..300 {
+        // Sizes around the 4 KiB block, below and above it, so that writes start and end at
+        // every kind of position inside a block.
+        let payload = rng.random_range(0..9000);
+        let batch = make_batch(rng.random_range(1..4), round, payload);
+        let info = log.append_deferred(&batch, round).unwrap();
+        expected.push((info.base_offset, batch));
+        assert_eq!(log.end_offset(), info.last_offset + 1);
+        if rng.random_range(0..3) == 0 {
+            let hw_before = log.high_watermark();
+            assert!(hw_before <= info.base_offset);
+            // Nothing past the high watermark is readable yet.
+            let read = log.read(hw_before, 1 << 20, true).unwrap();
+            assert!(read.bytes.is_empty());
+            assert_eq!(read.high_watermark, hw_before);
+            assert_eq!(log.write_pending().unwrap(), log.end_offset());
+        }
+    }
+    log.write_pending().unwrap();
+    assert!(log.segment_count() > 10, "small segments must have rolled");
+    let all = log.read(0, usize::MAX / 2, true).unwrap();
+    let headers = batches_in(&all.bytes);
+    assert_eq!(headers.len(), expected.len());
+    let mut at = 0;
+    for (header, (base, batch)) in headers.iter().zip(&expected) {
+        assert_eq!(header.base_offset, *base);
+        // Past the base offset (8 bytes) and length, a stored batch is what the producer sent.
+        assert_eq!(&all.bytes[at + 8..at + header.size], &batch[8..]);
+        at += header.size;
+    }
+    // Rolled segments were trimmed to their batches.
+    log.close().unwrap();
+    assert_segment_files_hold_whole_batches(dir.path());
+}
+
+#[test]
+fn a_crash_keeps_written_appends_and_loses_only_unwritten_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        ..small_config()
+    };
+    let (written_end, lost) = {
+        let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+        for i in 0..50 {
+            log.append_deferred(&make_batch(3, i, 1000 + 97 * i as usize), i)
+                .unwrap();
+            if i % 7 == 0 {
+                log.write_pending().unwrap();
+            }
+        }
+        log.write_pending().unwrap();
+        let written_end = log.end_offset();
+        let lost = log.append_deferred(&make_batch(5, 0, 3000), 0).unwrap();
+        assert_eq!(log.high_watermark(), written_end);
+        // Dropped without close() or a write: the process died.
+        (written_end, lost)
+    };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    assert_eq!(log.end_offset(), written_end);
+    assert_eq!(log.high_watermark(), written_end);
+    // The offsets the lost batch had are given again, and everything before it reads back.
+    let again = log.append(&make_batch(5, 0, 10), 0).unwrap();
+    assert_eq!(again.base_offset, lost.base_offset);
+    let all = log.read(0, usize::MAX / 2, true).unwrap();
+    assert_eq!(batches_in(&all.bytes).len(), 51);
+    log.close().unwrap();
+    assert_segment_files_hold_whole_batches(dir.path());
+}
+
+#[test]
+fn records_past_the_high_watermark_cannot_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    log.append(&make_batch(4, 0, 10), 0).unwrap();
+    log.append_deferred(&make_batch(4, 0, 10), 0).unwrap();
+    assert!(matches!(
+        log.delete_records_before(6),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    log.write_pending().unwrap();
+    assert_eq!(log.delete_records_before(6).unwrap(), 6);
 }
