@@ -24,6 +24,11 @@ pub struct BrokerConfig {
     pub log_maintenance_interval_ms: u64,
     /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
     pub flush: String,
+    /// Write partitions with O_DIRECT (bypassing the page cache) where the file system allows.
+    pub direct_writes: bool,
+    /// With direct writes: bytes of each partition's newest records kept in memory for
+    /// consumers at the tail.
+    pub tail_cache_bytes: u64,
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub log_segment_bytes: i64,
@@ -44,6 +49,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             log_maintenance_interval_ms: 30_000,
             flush: "on-demand".into(),
+            direct_writes: true,
+            tail_cache_bytes: 4 << 20,
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
             log_segment_bytes: 1 << 30,

@@ -1,8 +1,10 @@
-//! Group commit for acks=all: one fsync loop per partition. Produce requests that need their
-//! data on disk wait on a watch of the durable offset instead of each calling fsync, so every
-//! request that arrives while an fsync runs is covered by the next one, and waiting costs no
-//! thread.
+//! Writes and group commit, one loop per partition. A produce request appends in memory and
+//! waits: acks=1 until its records are written to the file (where consumers see them and a
+//! crash of the process cannot take them back), acks=all until they are fsynced too. Whatever
+//! arrives while a write or an fsync runs is covered by the next one, so a busy partition
+//! writes large blocks and shares fsyncs, and waiting costs no thread.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kappa_log::Log;
@@ -16,33 +18,58 @@ pub struct Syncer {
 struct Shared {
     log: Arc<Log>,
     wanted: Notify,
+    /// Offset below which records are in the file (the high watermark).
+    written: watch::Sender<i64>,
+    /// Offset below which records are on disk.
     durable: watch::Sender<i64>,
+    /// The highest offset an acks=all request waits to see durable.
+    sync_wanted: AtomicI64,
     error: Mutex<Option<String>>,
+    /// The broker's wake-up for long-polling fetches: new records became readable.
+    data_arrived: Arc<Notify>,
 }
 
 impl Syncer {
-    pub fn new(log: Arc<Log>) -> Syncer {
-        let end = log.end_offset();
+    pub fn new(log: Arc<Log>, data_arrived: Arc<Notify>) -> Syncer {
+        let written = log.high_watermark();
         Syncer {
             shared: Arc::new(Shared {
                 log,
                 wanted: Notify::new(),
-                durable: watch::channel(end).0,
+                written: watch::channel(written).0,
+                durable: watch::channel(written).0,
+                sync_wanted: AtomicI64::new(0),
                 error: Mutex::new(None),
+                data_arrived,
             }),
             task: OnceLock::new(),
         }
     }
 
-    /// Returns once everything below `offset` is on disk (or the disk failed).
-    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
-        let mut durable = self.shared.durable.subscribe();
-        if *durable.borrow() >= offset {
-            return Ok(());
-        }
+    /// Has what was appended written soon, without waiting (acks=0).
+    pub fn kick(&self) {
         self.task
             .get_or_init(|| tokio::spawn(sync_loop(self.shared.clone())).abort_handle());
         self.shared.wanted.notify_one();
+    }
+
+    /// Returns once everything below `offset` is in the file (or writing failed).
+    pub async fn wait_written(&self, offset: i64) -> Result<(), String> {
+        self.wait(&self.shared.written, offset).await
+    }
+
+    /// Returns once everything below `offset` is on disk (or the disk failed).
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
+        self.shared.sync_wanted.fetch_max(offset, Ordering::AcqRel);
+        self.wait(&self.shared.durable, offset).await
+    }
+
+    async fn wait(&self, progress: &watch::Sender<i64>, offset: i64) -> Result<(), String> {
+        let mut progress = progress.subscribe();
+        if *progress.borrow() >= offset {
+            return Ok(());
+        }
+        self.kick();
         loop {
             if let Some(e) = self
                 .shared
@@ -53,10 +80,10 @@ impl Syncer {
             {
                 return Err(e);
             }
-            if *durable.borrow_and_update() >= offset {
+            if *progress.borrow_and_update() >= offset {
                 return Ok(());
             }
-            if durable.changed().await.is_err() {
+            if progress.changed().await.is_err() {
                 return Err("log closed".into());
             }
         }
@@ -74,29 +101,44 @@ impl Drop for Syncer {
 async fn sync_loop(shared: Arc<Shared>) {
     loop {
         shared.wanted.notified().await;
-        // Keep syncing while appends keep coming: each pass covers all written so far.
+        // Keep going while appends keep coming: each pass writes all appended so far.
         loop {
             let end = shared.log.end_offset();
-            if *shared.durable.borrow() >= end {
+            let written = *shared.written.borrow();
+            let durable = *shared.durable.borrow();
+            let sync = shared.sync_wanted.load(Ordering::Acquire) > durable
+                || (end > durable && shared.log.flushes_always());
+            if written >= end && !sync {
                 break;
             }
             let log = shared.log.clone();
-            match tokio::task::spawn_blocking(move || log.flush_to(end)).await {
-                Ok(Ok(())) => {
-                    shared.durable.send_replace(end);
+            let pass = tokio::task::spawn_blocking(move || {
+                let written = log.write_pending()?;
+                if sync {
+                    log.flush_to(written)?;
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(log = %shared.log.dir().display(), error = %e, "fsync failed");
-                    *shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                    shared.durable.send_modify(|_| {});
-                    return;
+                Ok::<_, kappa_log::LogError>(written)
+            })
+            .await;
+            let failure = match pass {
+                Ok(Ok(now_written)) => {
+                    if now_written > written {
+                        shared.written.send_replace(now_written);
+                        shared.data_arrived.notify_waiters();
+                    }
+                    if sync {
+                        shared.durable.send_replace(now_written);
+                    }
+                    continue;
                 }
-                Err(e) => {
-                    *shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                    shared.durable.send_modify(|_| {});
-                    return;
-                }
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(log = %shared.log.dir().display(), error = %failure, "write or fsync failed");
+            *shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+            shared.written.send_modify(|_| {});
+            shared.durable.send_modify(|_| {});
+            return;
         }
     }
 }

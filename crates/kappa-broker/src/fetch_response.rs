@@ -4,7 +4,7 @@
 //! kafka-protocol's encoder would write for the same response (see the tests).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kappa_log::FileSlice;
+use kappa_log::{FileSlice, LogSlice};
 
 /// One partition of a fetch answer.
 #[derive(Debug)]
@@ -15,7 +15,7 @@ pub struct FetchedPartition {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// Whole batches, in order; empty on error or when there is nothing new.
-    pub records: Vec<FileSlice>,
+    pub records: Vec<LogSlice>,
     /// The offset after the last batch in `records` (for metrics; not sent).
     pub next_offset: i64,
 }
@@ -23,7 +23,7 @@ pub struct FetchedPartition {
 impl FetchedPartition {
     /// Bytes of records this partition answers with.
     pub fn records_len(&self) -> u64 {
-        self.records.iter().map(|s| s.len).sum()
+        self.records.iter().map(LogSlice::len).sum()
     }
 }
 
@@ -84,7 +84,7 @@ pub fn encode(version: i16, correlation_id: i32, fetched: &Fetched) -> Vec<Chunk
                 out.buf.put_i32(len as i32);
             }
             for slice in &p.records {
-                out.file(slice.clone());
+                out.records(slice.clone());
             }
             if flexible {
                 out.buf.put_u8(0); // partition tagged fields
@@ -144,14 +144,17 @@ impl ChunkWriter {
         self.buf.put_u8(v as u8);
     }
 
-    fn file(&mut self, slice: FileSlice) {
-        if slice.len == 0 {
+    fn records(&mut self, slice: LogSlice) {
+        if slice.is_empty() {
             return;
         }
         if !self.buf.is_empty() {
             self.chunks.push(Chunk::Bytes(self.buf.split().freeze()));
         }
-        self.chunks.push(Chunk::File(slice));
+        self.chunks.push(match slice {
+            LogSlice::File(f) => Chunk::File(f),
+            LogSlice::Memory(b) => Chunk::Bytes(b),
+        });
     }
 
     fn finish(mut self) -> Vec<Chunk> {
@@ -179,12 +182,12 @@ mod tests {
 
     use super::*;
 
-    fn slice_of(file: &Arc<std::fs::File>, position: u64, len: u64) -> FileSlice {
-        FileSlice {
+    fn slice_of(file: &Arc<std::fs::File>, position: u64, len: u64) -> LogSlice {
+        LogSlice::File(FileSlice {
             file: Arc::clone(file),
             position,
             len,
-        }
+        })
     }
 
     /// The chunks as the socket would receive them.
@@ -221,8 +224,13 @@ mod tests {
                             high_watermark: 1234,
                             last_stable_offset: 1234,
                             log_start_offset: 5,
-                            // Two slices (two segments), one of them longer than a varint byte.
-                            records: vec![slice_of(&file, 10, 300), slice_of(&file, 5000, 70_000)],
+                            // Two file slices (two segments), one of them longer than a varint
+                            // byte, and a stretch from the tail cache.
+                            records: vec![
+                                slice_of(&file, 10, 300),
+                                slice_of(&file, 5000, 70_000),
+                                LogSlice::Memory(Bytes::copy_from_slice(&data[400..1400])),
+                            ],
                             next_offset: 0,
                         },
                         FetchedPartition {
@@ -267,6 +275,7 @@ mod tests {
             assert_eq!(p.log_start_offset, if version >= 5 { 5 } else { -1 });
             let mut expected = data[10..310].to_vec();
             expected.extend_from_slice(&data[5000..75_000]);
+            expected.extend_from_slice(&data[400..1400]);
             assert_eq!(p.records.as_deref(), Some(&expected[..]));
             let q = &t.partitions[1];
             assert_eq!((q.partition_index, q.error_code), (3, 1));

@@ -331,7 +331,7 @@ impl GroupCoordinator {
         let log = topic.partitions[0].clone();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut offset = log.log_start_offset();
-        let end = log.end_offset();
+        let end = log.high_watermark();
         while offset < end {
             let read = log.read(offset, 1 << 20, true)?;
             if read.bytes.is_empty() {

@@ -412,9 +412,10 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(topic_error_code(e)),
             };
-            // Appending is a write to the page cache: done here, in request order.
+            // Appending is a copy into the partition's write buffer: done here, in request
+            // order; the partition's write loop takes it to the file.
             let appended = match (target, p.records) {
-                (Ok((log, syncer)), Some(records)) => match log.append(&records, now) {
+                (Ok((log, syncer)), Some(records)) => match log.append_deferred(&records, now) {
                     Ok(info) => Ok((syncer.clone(), info)),
                     Err(e) => {
                         tracing::debug!(topic = %name, partition = p.index, error = %e, "produce rejected");
@@ -452,8 +453,13 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             }
         }
     }
-    if any_appended {
-        broker.data_arrived.notify_waiters();
+    if any_appended && acks == 0 {
+        // Nobody waits for these writes; they must happen all the same.
+        for (_, _, appended) in &appends {
+            if let Ok((syncer, _)) = appended {
+                syncer.kick();
+            }
+        }
     }
     Handled::Later(tokio::spawn(async move {
         let mut errors = 0;
@@ -461,8 +467,15 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             BTreeMap::new();
         for (name, index, appended) in appends {
             let mut outcome = appended;
-            if let (Ok((syncer, info)), -1) = (&outcome, acks) {
-                if let Err(e) = syncer.wait_durable(info.last_offset + 1).await {
+            if let Ok((syncer, info)) = &outcome {
+                // acks=1: in the file, where consumers see it and a crash of the process cannot
+                // take it back; acks=all: on disk.
+                let waited = match acks {
+                    0 => Ok(()),
+                    -1 => syncer.wait_durable(info.last_offset + 1).await,
+                    _ => syncer.wait_written(info.last_offset + 1).await,
+                };
+                if let Err(e) = waited {
                     outcome = Err((ResponseError::KafkaStorageError, Some(e)));
                 }
             }
@@ -615,8 +628,8 @@ fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetche
                 Err(e) => {
                     had_error = true;
                     pd.error_code = log_error_code(&e).code();
-                    pd.high_watermark = log.end_offset();
-                    pd.last_stable_offset = log.end_offset();
+                    pd.high_watermark = log.high_watermark();
+                    pd.last_stable_offset = log.high_watermark();
                     pd.log_start_offset = start_offset(log.log_start_offset());
                 }
             }
@@ -678,7 +691,7 @@ fn list_offsets(
 /// (timestamp, offset) for a ListOffsets query; (-1, -1) when no record is that recent.
 fn offset_for(log: &Log, query: i64) -> Result<(i64, i64), LogError> {
     match query {
-        LATEST => Ok((-1, log.end_offset())),
+        LATEST => Ok((-1, log.high_watermark())),
         EARLIEST => Ok((-1, log.log_start_offset())),
         MAX_TIMESTAMP => match log.max_timestamp() {
             Some(ts) => find_offset_by_time(log, ts, true),
@@ -1143,7 +1156,7 @@ async fn delete_records(
                 continue;
             };
             let offset = if p.offset == -1 {
-                log.end_offset()
+                log.high_watermark()
             } else {
                 p.offset
             };

@@ -165,7 +165,7 @@ impl BrokerMetrics {
             let _ = writeln!(
                 lag,
                 "kappa_group_lag{labels} {}",
-                (log.end_offset() - offset).max(0)
+                (log.high_watermark() - offset).max(0)
             );
         }
         out.push_str(&committed);

@@ -26,8 +26,8 @@ pub struct Broker {
     pub topics: TopicRegistry,
     pub metrics: BrokerMetrics,
     pub groups: GroupCoordinator,
-    /// Woken on every append, so long-polling fetches can answer early.
-    pub data_arrived: Notify,
+    /// Woken whenever records become readable, so long-polling fetches can answer early.
+    pub data_arrived: Arc<Notify>,
     pub advertised_host: String,
     pub advertised_port: i32,
 }
@@ -59,12 +59,13 @@ impl Broker {
                     .map(|p| (h.trim_matches(['[', ']']).to_string(), p))
             })
             .ok_or_else(|| BrokerError::Address(advertised.clone()))?;
+        let data_arrived = topics.data_arrived.clone();
         Ok(Arc::new(Broker {
             config,
             topics,
             metrics: BrokerMetrics::default(),
             groups,
-            data_arrived: Notify::new(),
+            data_arrived,
             advertised_host: host,
             advertised_port: port,
         }))

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use kappa_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, TimestampType};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -63,13 +64,14 @@ impl Topic {
         configs: BTreeMap<String, String>,
         partitions: Vec<Arc<Log>>,
         previous: Option<&Topic>,
+        data_arrived: &Arc<Notify>,
     ) -> Topic {
         let syncers = partitions
             .iter()
             .enumerate()
             .map(|(i, log)| match previous.and_then(|p| p.syncers.get(i)) {
                 Some(s) => s.clone(),
-                None => Arc::new(Syncer::new(log.clone())),
+                None => Arc::new(Syncer::new(log.clone(), data_arrived.clone())),
             })
             .collect();
         Topic {
@@ -137,12 +139,16 @@ pub struct TopicRegistry {
     data_dir: PathBuf,
     defaults: BTreeMap<String, String>,
     flush: FlushPolicy,
+    direct_writes: bool,
+    tail_cache_bytes: u64,
     pub cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes changes so the metadata file always matches one state.
     change_lock: std::sync::Mutex<()>,
     /// (next producer id, end of the reserved block).
     producer_ids: std::sync::Mutex<(i64, i64)>,
+    /// Woken whenever records become readable, so long-polling fetches can answer early.
+    pub data_arrived: Arc<Notify>,
 }
 
 pub fn now_ms() -> i64 {
@@ -243,6 +249,8 @@ impl TopicRegistry {
             } else {
                 FlushPolicy::OnDemand
             },
+            direct_writes: config.direct_writes,
+            tail_cache_bytes: config.tail_cache_bytes,
             cluster_id,
             topics: RwLock::new(HashMap::new()),
             change_lock: std::sync::Mutex::new(()),
@@ -250,6 +258,7 @@ impl TopicRegistry {
                 persisted.producer_id_block_end,
                 persisted.producer_id_block_end,
             )),
+            data_arrived: Arc::new(Notify::new()),
         };
         let now = now_ms();
         let mut topics = HashMap::new();
@@ -262,7 +271,14 @@ impl TopicRegistry {
             }
             topics.insert(
                 t.name.clone(),
-                Arc::new(Topic::new(t.name, t.id, t.configs, partitions, None)),
+                Arc::new(Topic::new(
+                    t.name,
+                    t.id,
+                    t.configs,
+                    partitions,
+                    None,
+                    &registry.data_arrived,
+                )),
             );
         }
         *registry.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
@@ -318,6 +334,8 @@ impl TopicRegistry {
             index_interval_bytes: base.index_interval_bytes,
             flush: self.flush,
             delete_retention_ms: num("delete.retention.ms", base.delete_retention_ms),
+            direct_writes: self.direct_writes,
+            tail_cache_bytes: self.tail_cache_bytes,
         }
     }
 
@@ -390,6 +408,7 @@ impl TopicRegistry {
             configs,
             logs,
             None,
+            &self.data_arrived,
         ));
         self.write_topics().insert(name.to_string(), topic.clone());
         self.persist()?;
@@ -469,6 +488,7 @@ impl TopicRegistry {
             topic.configs.clone(),
             partitions,
             Some(&topic),
+            &self.data_arrived,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
@@ -494,6 +514,7 @@ impl TopicRegistry {
             configs,
             topic.partitions.clone(),
             Some(&topic),
+            &self.data_arrived,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()

@@ -48,6 +48,12 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// How long compaction keeps tombstones (`delete.retention.ms`).
     pub delete_retention_ms: i64,
+    /// Write appends with `O_DIRECT` where the file system allows it, bypassing the page cache
+    /// (see the `direct` module); otherwise through the page cache.
+    pub direct_writes: bool,
+    /// With direct writes: bytes of the newest records a partition keeps in memory for
+    /// consumers at the tail, which the page cache no longer holds.
+    pub tail_cache_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -63,6 +69,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush: FlushPolicy::OnDemand,
             delete_retention_ms: 24 * 3600 * 1000,
+            direct_writes: true,
+            tail_cache_bytes: 4 << 20,
         }
     }
 }

@@ -109,7 +109,7 @@ pub(crate) fn refused(e: &io::Error) -> bool {
 /// leaves after the last batch: less than a block, all zero, ending on a block boundary.
 pub(crate) fn is_padding(file: &File, pos: u64, file_len: u64) -> io::Result<bool> {
     let len = file_len.saturating_sub(pos);
-    if len == 0 || len >= BLOCK as u64 || file_len % BLOCK as u64 != 0 {
+    if len == 0 || len >= BLOCK as u64 || !file_len.is_multiple_of(BLOCK as u64) {
         return Ok(false);
     }
     let mut bytes = [0u8; BLOCK];

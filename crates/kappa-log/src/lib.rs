@@ -18,7 +18,7 @@ mod tests;
 
 pub use cleaner::CleanStats;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
-pub use log::{AppendInfo, FileRead, FileSlice, Log, ReadResult};
+pub use log::{AppendInfo, FileRead, FileSlice, Log, LogSlice, ReadResult};
 
 /// Errors of the partition log. Variants map onto Kafka error codes in the broker.
 #[derive(Debug, thiserror::Error)]

@@ -45,10 +45,31 @@ pub struct FileSlice {
     pub len: u64,
 }
 
+/// A stretch of whole batches a read found: in a segment file, or (the newest records, with
+/// direct writes) in the partition's tail cache.
+#[derive(Debug, Clone)]
+pub enum LogSlice {
+    File(FileSlice),
+    Memory(bytes::Bytes),
+}
+
+impl LogSlice {
+    pub fn len(&self) -> u64 {
+        match self {
+            LogSlice::File(f) => f.len,
+            LogSlice::Memory(b) => b.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Whole batches found in the log, not yet read: see [`Log::read_slices`].
 #[derive(Debug, Default)]
 pub struct FileRead {
-    pub slices: Vec<FileSlice>,
+    pub slices: Vec<LogSlice>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     /// Where the next read continues: after the last batch found (or the base offset of the
@@ -60,7 +81,7 @@ pub struct FileRead {
 impl FileRead {
     /// Bytes of all the slices together.
     pub fn len(&self) -> u64 {
-        self.slices.iter().map(|s| s.len).sum()
+        self.slices.iter().map(LogSlice::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,10 +93,11 @@ impl FileRead {
         let mut bytes = vec![0u8; self.len() as usize];
         let mut at = 0;
         for slice in &self.slices {
-            let end = at + slice.len as usize;
-            slice
-                .file
-                .read_exact_at(&mut bytes[at..end], slice.position)?;
+            let end = at + slice.len() as usize;
+            match slice {
+                LogSlice::File(f) => f.file.read_exact_at(&mut bytes[at..end], f.position)?,
+                LogSlice::Memory(b) => bytes[at..end].copy_from_slice(b),
+            }
             at = end;
         }
         Ok(bytes)
@@ -393,7 +415,7 @@ impl Log {
         if active.size == 0 {
             active.created_ms = now_ms;
         }
-        let staged = active.stage(records)?;
+        let staged = active.stage(records, config.direct_writes)?;
         let mut next = base_offset;
         let mut pos = 0;
         for header in headers.iter_mut() {
@@ -503,8 +525,9 @@ impl Log {
                 return Err(e);
             }
         };
+        let cache_bytes = state.config.tail_cache_bytes;
         if let Some(segment) = state.segments.get_mut(&job.base_offset) {
-            segment.written_through(job.end, job.next_offset, direct_ok);
+            segment.written_through(&job, direct_ok, cache_bytes);
         }
         self.written_offset
             .fetch_max(job.next_offset, Ordering::AcqRel);
@@ -608,11 +631,7 @@ impl Log {
             let (Some(next), true) = (next, end_pos > pos) else {
                 break;
             };
-            out.slices.push(FileSlice {
-                file: Arc::clone(&segment.file),
-                position: pos,
-                len: end_pos - pos,
-            });
+            segment.slices(pos, end_pos, &mut out.slices);
             out.next_offset = next;
             budget = budget.saturating_sub(end_pos - pos);
             if end_pos < pos + available || budget == 0 {

@@ -1,13 +1,17 @@
 //! One segment: a `.log` file of whole record batches plus its sparse `.index`
 //! (relative offset -> file position) and `.timeindex` (max timestamp so far -> relative offset).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
+use bytes::Bytes;
+
 use crate::direct::{self, AlignedBuf, BLOCK};
+use crate::log::{FileSlice, LogSlice};
 use crate::Result;
 
 /// Sparse offset index: (offset relative to the base, file position).
@@ -43,6 +47,11 @@ pub(crate) struct Segment {
     /// the buffer starts with the file's partial last block, which is written again with them.
     pending: AlignedBuf,
     pending_from: u64,
+    /// The newest written bytes, in order and ending at `written`, for readers at the tail:
+    /// direct writes leave them out of the page cache.
+    recent: VecDeque<Bytes>,
+    recent_from: u64,
+    recent_len: u64,
     /// Largest batch max-timestamp in the segment; -1 when empty.
     pub max_timestamp: i64,
     /// Wall-clock time of the first append (or file mtime on reopen), for `segment.ms`.
@@ -82,6 +91,11 @@ pub(crate) struct PendingWrite {
 impl PendingWrite {
     /// Writes the bytes. A direct write the file system refuses is done buffered instead;
     /// `Ok(false)` then tells the segment to stop trying direct writes.
+    /// The bytes this write puts at file positions `from..to` (within what it covers).
+    fn bytes_between(&self, from: u64, to: u64) -> &[u8] {
+        &self.buf.as_slice()[(from - self.position) as usize..(to - self.position) as usize]
+    }
+
     pub fn write(&mut self) -> Result<bool> {
         if let Some(direct) = &self.direct {
             match direct.write_all_at(self.buf.padded(), self.position) {
@@ -131,6 +145,9 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            recent: VecDeque::new(),
+            recent_from: 0,
+            recent_len: 0,
             max_timestamp: -1,
             created_ms: now_ms,
             offset_index: Vec::new(),
@@ -171,6 +188,9 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            recent: VecDeque::new(),
+            recent_from: 0,
+            recent_len: 0,
             max_timestamp: -1,
             created_ms,
             offset_index: Vec::new(),
@@ -359,9 +379,9 @@ impl Segment {
 
     /// Copies batches into the segment's pending bytes and returns the copy, for the caller
     /// to stamp offsets into before calling [`Segment::appended`].
-    pub fn stage(&mut self, data: &[u8]) -> Result<&mut [u8]> {
+    pub fn stage(&mut self, data: &[u8], direct_writes: bool) -> Result<&mut [u8]> {
         if let Direct::Untried = self.direct {
-            self.choose_direct()?;
+            self.choose_direct(direct_writes)?;
         }
         Ok(self.pending.extend_from_slice(data))
     }
@@ -382,10 +402,16 @@ impl Segment {
     }
 
     /// Decides, at the first append, how this segment's appends reach its file.
-    fn choose_direct(&mut self) -> Result<()> {
+    fn choose_direct(&mut self, direct_writes: bool) -> Result<()> {
         debug_assert_eq!(self.size, self.written);
         self.pending.clear();
-        match direct::open(&log_path(&self.dir, self.base_offset))? {
+        let path = log_path(&self.dir, self.base_offset);
+        let direct_file = if direct_writes {
+            direct::open(&path)?
+        } else {
+            None
+        };
+        match direct_file {
             Some(file) => {
                 // The partial last block is written again with the next bytes.
                 let tail = self.written % BLOCK as u64;
@@ -439,7 +465,8 @@ impl Segment {
     }
 
     /// Records that a [`PendingWrite`] reached the file; `direct_ok` false stops direct writes.
-    pub fn written_through(&mut self, end: u64, next_offset: i64, direct_ok: bool) {
+    /// Directly written bytes are kept for tail readers, up to `cache_bytes`.
+    pub fn written_through(&mut self, job: &PendingWrite, direct_ok: bool, cache_bytes: u64) {
         if !direct_ok {
             if let Direct::On(_) = self.direct {
                 tracing::info!(segment = %log_path(&self.dir, self.base_offset).display(), "direct I/O refused; writing through the page cache");
@@ -448,9 +475,95 @@ impl Segment {
                 // rewrites the block's first bytes unchanged.
             }
         }
-        if end > self.written {
-            self.written = end;
-            self.written_next_offset = next_offset;
+        if job.end <= self.written {
+            return;
+        }
+        if direct_ok && job.direct.is_some() && cache_bytes > 0 {
+            if self.recent.is_empty() {
+                self.recent_from = self.written;
+            }
+            let fresh = Bytes::copy_from_slice(job.bytes_between(self.written, job.end));
+            self.recent_len += fresh.len() as u64;
+            self.recent.push_back(fresh);
+            while self.recent_len > cache_bytes {
+                let Some(oldest) = self.recent.pop_front() else {
+                    break;
+                };
+                self.recent_from += oldest.len() as u64;
+                self.recent_len -= oldest.len() as u64;
+            }
+        } else {
+            self.drop_recent();
+        }
+        self.written = job.end;
+        self.written_next_offset = job.next_offset;
+    }
+
+    fn drop_recent(&mut self) {
+        self.recent.clear();
+        self.recent_len = 0;
+        self.recent_from = self.written;
+    }
+
+    /// Whether `pos..end` lies in the tail cache.
+    fn cached(&self, pos: u64, end: u64) -> bool {
+        !self.recent.is_empty() && pos >= self.recent_from && end <= self.written
+    }
+
+    /// Reads `buf.len()` bytes at `pos` (below `written`), from the tail cache when it holds them.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
+        if !self.cached(pos, pos + buf.len() as u64) {
+            self.file.read_exact_at(buf, pos)?;
+            return Ok(());
+        }
+        let mut chunk_start = self.recent_from;
+        let mut filled = 0;
+        for chunk in &self.recent {
+            let chunk_end = chunk_start + chunk.len() as u64;
+            let at = pos + filled as u64;
+            if at < chunk_end {
+                let from = (at - chunk_start) as usize;
+                let n = (chunk.len() - from).min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&chunk[from..from + n]);
+                filled += n;
+                if filled == buf.len() {
+                    break;
+                }
+            }
+            chunk_start = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// The batches at `pos..end` (below `written`) as slices: of the file, and of the tail
+    /// cache for the part it holds.
+    pub fn slices(&self, pos: u64, end: u64, out: &mut Vec<LogSlice>) {
+        let cached_from = if self.recent.is_empty() {
+            end
+        } else {
+            self.recent_from.clamp(pos, end)
+        };
+        if pos < cached_from {
+            out.push(LogSlice::File(FileSlice {
+                file: Arc::clone(&self.file),
+                position: pos,
+                len: cached_from - pos,
+            }));
+        }
+        let mut chunk_start = self.recent_from;
+        for chunk in &self.recent {
+            let chunk_end = chunk_start + chunk.len() as u64;
+            let from = chunk_start.max(cached_from);
+            let to = chunk_end.min(end);
+            if from < to {
+                out.push(LogSlice::Memory(chunk.slice(
+                    (from - chunk_start) as usize..(to - chunk_start) as usize,
+                )));
+            }
+            if chunk_end >= end {
+                break;
+            }
+            chunk_start = chunk_end;
         }
     }
 
@@ -465,6 +578,7 @@ impl Segment {
     /// batches.
     pub fn trim(&mut self) -> Result<()> {
         debug_assert_eq!(self.size, self.written);
+        self.drop_recent();
         if let Direct::On(_) = self.direct {
             if self.file.metadata()?.len() != self.size {
                 self.file.set_len(self.size)?;
@@ -553,7 +667,7 @@ impl Segment {
     /// The header of the batch at `pos`.
     pub fn batch_at(&self, pos: u64) -> Result<BatchHeader> {
         let mut header_buf = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut header_buf, pos)?;
+        self.read_at(&mut header_buf, pos)?;
         BatchHeader::parse(&header_buf)
     }
 

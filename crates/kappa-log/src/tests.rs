@@ -852,3 +852,89 @@ fn records_past_the_high_watermark_cannot_be_deleted() {
     log.write_pending().unwrap();
     assert_eq!(log.delete_records_before(6).unwrap(), 6);
 }
+
+/// Reads at random offsets and budgets return exactly the expected batches, wherever they
+/// come from (segment files, the tail cache, or both in one read).
+fn check_random_reads(log: &Log, expected: &[(i64, Vec<u8>)], rng: &mut rand::rngs::StdRng) {
+    let hw = log.high_watermark();
+    let visible: Vec<_> = expected.iter().filter(|(base, _)| *base < hw).collect();
+    for _ in 0..40 {
+        let i = rng.random_range(0..visible.len());
+        let (base, _) = visible[i];
+        let budget = rng.random_range(1..60_000);
+        let read = log.read_slices(*base, budget, true).unwrap();
+        let bytes = read.read_to_vec().unwrap();
+        let headers = batches_in(&bytes);
+        assert!(!headers.is_empty());
+        let mut at = 0;
+        for (k, header) in headers.iter().enumerate() {
+            let (want_base, want) = visible[i + k];
+            assert_eq!(header.base_offset, *want_base);
+            assert_eq!(&bytes[at + 8..at + header.size], &want[8..]);
+            at += header.size;
+        }
+        assert_eq!(read.high_watermark, hw);
+    }
+}
+
+#[test]
+fn the_tail_cache_serves_the_newest_records_and_reads_agree_across_its_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        tail_cache_bytes: 20_000,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut expected = Vec::new();
+    for round in 0..200 {
+        let batch = make_batch(rng.random_range(1..5), round, rng.random_range(0..3000));
+        let info = log.append_deferred(&batch, round).unwrap();
+        expected.push((info.base_offset, batch));
+        if rng.random_range(0..4) == 0 {
+            log.write_pending().unwrap();
+            check_random_reads(&log, &expected, &mut rng);
+        }
+    }
+    log.write_pending().unwrap();
+    check_random_reads(&log, &expected, &mut rng);
+    let last = expected.last().unwrap().0;
+    let tail = log.read_slices(last, 1 << 20, true).unwrap();
+    let segment = last_segment_file(dir.path());
+    if crate::direct::open(&segment).unwrap().is_some() {
+        // Direct writes leave the newest records out of the page cache: memory serves them.
+        assert!(matches!(tail.slices[..], [crate::LogSlice::Memory(_)]));
+        let old = log.read_slices(0, 100, true).unwrap();
+        assert!(matches!(old.slices[..], [crate::LogSlice::File(_)]));
+    }
+    // A restart reads everything back from the files alone.
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    check_random_reads(&log, &expected, &mut rng);
+}
+
+#[test]
+fn without_direct_writes_files_never_hold_padding_and_reads_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        direct_writes: false,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let mut expected = Vec::new();
+    for round in 0..50 {
+        let batch = make_batch(2, round, rng.random_range(0..3000));
+        expected.push((log.append(&batch, round).unwrap().base_offset, batch));
+        // Written through the page cache: the file holds exactly the batches at all times.
+        assert_segment_files_hold_whole_batches(dir.path());
+    }
+    check_random_reads(&log, &expected, &mut rng);
+    let read = log.read_slices(0, usize::MAX / 2, true).unwrap();
+    assert!(read
+        .slices
+        .iter()
+        .all(|s| matches!(s, crate::LogSlice::File(_))));
+}

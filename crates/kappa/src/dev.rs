@@ -43,6 +43,10 @@ pub struct DevArgs {
     /// `on-demand` (fsync for acks=all) or `always` (fsync every append) [default: on-demand]
     #[arg(long, env = "KAPPA_FLUSH")]
     flush: Option<String>,
+    /// Write partitions with O_DIRECT where the file system allows, keeping the newest
+    /// records in memory for consumers; `false` writes through the page cache [default: true]
+    #[arg(long, env = "KAPPA_DIRECT_WRITES")]
+    direct_writes: Option<bool>,
 }
 
 /// The whole TOML file: one table per part.
@@ -96,6 +100,9 @@ fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig, RegistryConf
     }
     if let Some(v) = args.flush {
         b.flush = v;
+    }
+    if let Some(v) = args.direct_writes {
+        b.direct_writes = v;
     }
     if b.flush != "always" && b.flush != "on-demand" {
         anyhow::bail!("flush must be 'always' or 'on-demand', not '{}'", b.flush);
