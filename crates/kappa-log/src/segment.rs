@@ -583,6 +583,8 @@ impl Segment {
             if self.file.metadata()?.len() != self.size {
                 self.file.set_len(self.size)?;
             }
+            // Closes the direct handle: a segment that stopped taking appends needs none.
+            self.direct = Direct::Untried;
         }
         Ok(())
     }
