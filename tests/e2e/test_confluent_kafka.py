@@ -214,3 +214,49 @@ def test_unknown_topic_without_auto_create(kappa_factory):
     assert errs and errs[0] is not None
     assert errs[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._MSG_TIMED_OUT)
     assert "nope" not in AdminClient({"bootstrap.servers": k.bootstrap}).list_topics(timeout=10).topics
+
+
+@pytest.mark.parametrize("acks", ["1", "all"])
+def test_direct_writes_serve_tail_readers_and_survive_a_restart(kappa_factory, acks):
+    """With --direct-writes the page cache never holds fresh records: a consumer reading
+    while the producer writes gets them from the broker's tail cache, a late one from the files,
+    and all of them again after a restart."""
+    k = kappa_factory(["--direct-writes", "true"]).start()
+    topic = "direct"
+    create_topic(k, topic, 3)
+    c = Consumer({"bootstrap.servers": k.bootstrap, "group.id": "tail", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    p = Producer({"bootstrap.servers": k.bootstrap, "linger.ms": 2, "acks": acks})
+    n = 30_000
+    tailed = {}
+    for i in range(n):
+        # Values of all sizes, so batches start and end anywhere within a 4 KiB block.
+        p.produce(topic, key=str(i % 31).encode(), value=f"{i}:".encode() + b"v" * random.randint(0, 3000))
+        if i % 500 == 0:
+            p.poll(0)
+            m = c.poll(0)
+            while m is not None:
+                assert m.error() is None, m.error()
+                tailed.setdefault(m.partition(), []).append((m.offset(), m.value()))
+                m = c.poll(0)
+    assert p.flush(30) == 0
+    deadline = time.time() + 30
+    while sum(len(v) for v in tailed.values()) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None:
+            assert m.error() is None, m.error()
+            tailed.setdefault(m.partition(), []).append((m.offset(), m.value()))
+    c.close()
+    assert sum(len(v) for v in tailed.values()) == n
+    for records in tailed.values():
+        assert [o for o, _ in records] == list(range(len(records)))
+    before = {m.value() for m in read_all(k, topic, 3, expected=n)}
+    assert len(before) == n
+    k.stop()
+    k.start()
+    after = read_all(k, topic, 3, expected=n)
+    assert {m.value() for m in after} == before
+    # Both reads saw the same records at the same offsets.
+    assert sorted((m.partition(), m.offset(), m.value()) for m in after) == sorted(
+        (part, off, v) for part, records in tailed.items() for off, v in records)

@@ -1,7 +1,8 @@
 """Durability: a producer writes continuously, the broker is killed with SIGKILL at a random
 moment and restarted on the same data dir; every acknowledged record must be there exactly
 once, at the offset it was acknowledged with, in order. acks=all waits for the fsync, acks=1 for
-the write to the file: a crash of the process loses neither."""
+the write to the file: a crash of the process loses neither, with writes through the page cache
+or direct (O_DIRECT, whose zero padding after the last batch recovery must recognise)."""
 import random
 import time
 
@@ -11,9 +12,11 @@ from confluent_kafka import Producer
 from test_confluent_kafka import create_topic, read_all
 
 
-@pytest.mark.parametrize("acks,round_", [("all", 0), ("all", 1), ("all", 2), ("1", 0), ("1", 1)])
-def test_acknowledged_records_survive_kill_9(kappa_factory, acks, round_):
-    k = kappa_factory().start()
+@pytest.mark.parametrize("acks,direct,round_", [
+    ("all", "false", 0), ("all", "false", 1), ("all", "true", 0), ("all", "true", 1),
+    ("1", "false", 0), ("1", "true", 0)])
+def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_):
+    k = kappa_factory(["--direct-writes", direct]).start()
     create_topic(k, "crash", 3)
     acked = {}
 

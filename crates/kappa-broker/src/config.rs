@@ -24,6 +24,9 @@ pub struct BrokerConfig {
     pub log_maintenance_interval_ms: u64,
     /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
     pub flush: String,
+    /// Shortest time between the starts of two broker-wide fsync rounds (group commit): bounds
+    /// the rate of device flushes, at the cost of up to this much acks=all latency.
+    pub group_commit_interval_us: u64,
     /// Write partitions with O_DIRECT (bypassing the page cache) where the file system allows.
     pub direct_writes: bool,
     /// With direct writes: bytes of each partition's newest records kept in memory for
@@ -49,7 +52,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             log_maintenance_interval_ms: 30_000,
             flush: "on-demand".into(),
-            direct_writes: true,
+            group_commit_interval_us: 2000,
+            direct_writes: false,
             tail_cache_bytes: 4 << 20,
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,

@@ -1,17 +1,73 @@
-//! Writes and group commit, one loop per partition. A produce request appends in memory and
-//! waits: acks=1 until its records are written to the file (where consumers see them and a
-//! crash of the process cannot take them back), acks=all until they are fsynced too. Whatever
-//! arrives while a write or an fsync runs is covered by the next one, so a busy partition
-//! writes large blocks and shares fsyncs, and waiting costs no thread.
+//! Writes and group commit. A produce request appends in memory and waits: acks=1 until its
+//! records are written to the file (where consumers see them and a crash of the process cannot
+//! take them back), acks=all until they are fsynced too.
+//!
+//! Each partition has a write loop: whatever arrives while a write runs goes out with the next
+//! one, so a busy partition writes large blocks. Fsyncs are broker-wide rounds: every partition
+//! that waits for one joins the next round, the round fsyncs them all at once, and rounds start
+//! at most once per `group_commit_interval_us`. A device flush per partition per write is what
+//! made this machine's disk stall for hundreds of milliseconds (docs/benchmarks.md); rounds
+//! bound the flush rate whatever the number of partitions, for at most one interval more
+//! latency.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use kappa_log::Log;
 use tokio::sync::{watch, Notify};
 
+/// What the partitions' loops share: the fetch wake-up and the fsync rounds.
+pub struct Commits {
+    /// Woken whenever records become readable, so long-polling fetches can answer early.
+    pub data_arrived: Arc<Notify>,
+    /// Partitions waiting for the next fsync round.
+    queued: Mutex<Vec<Arc<Shared>>>,
+    wake: Arc<Notify>,
+    /// Shortest time from the start of one fsync round to the start of the next.
+    round_interval: Duration,
+    task: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Commits {
+    pub fn new(round_interval: Duration) -> Arc<Commits> {
+        Arc::new(Commits {
+            data_arrived: Arc::new(Notify::new()),
+            queued: Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
+            round_interval,
+            task: OnceLock::new(),
+        })
+    }
+
+    fn request_sync(self: &Arc<Self>, partition: &Arc<Shared>) {
+        self.task.get_or_init(|| {
+            tokio::spawn(round_loop(Arc::downgrade(self), self.wake.clone())).abort_handle()
+        });
+        self.enqueue(partition);
+        self.wake.notify_one();
+    }
+
+    fn enqueue(&self, partition: &Arc<Shared>) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if !queued.iter().any(|q| Arc::ptr_eq(q, partition)) {
+            queued.push(partition.clone());
+        }
+    }
+}
+
+impl Drop for Commits {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+/// One partition's write loop and its place in the fsync rounds.
 pub struct Syncer {
     shared: Arc<Shared>,
+    commits: Arc<Commits>,
     task: OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -22,15 +78,29 @@ struct Shared {
     written: watch::Sender<i64>,
     /// Offset below which records are on disk.
     durable: watch::Sender<i64>,
-    /// The highest offset an acks=all request waits to see durable.
+    /// The highest offset a request waits to see durable.
     sync_wanted: AtomicI64,
     error: Mutex<Option<String>>,
-    /// The broker's wake-up for long-polling fetches: new records became readable.
-    data_arrived: Arc<Notify>,
+}
+
+impl Shared {
+    fn fail(&self, failure: String) {
+        tracing::error!(log = %self.log.dir().display(), error = %failure, "write or fsync failed");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+        self.written.send_modify(|_| {});
+        self.durable.send_modify(|_| {});
+    }
+
+    fn failed(&self) -> bool {
+        self.error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
 }
 
 impl Syncer {
-    pub fn new(log: Arc<Log>, data_arrived: Arc<Notify>) -> Syncer {
+    pub fn new(log: Arc<Log>, commits: &Arc<Commits>) -> Syncer {
         let written = log.high_watermark();
         Syncer {
             shared: Arc::new(Shared {
@@ -40,36 +110,40 @@ impl Syncer {
                 durable: watch::channel(written).0,
                 sync_wanted: AtomicI64::new(0),
                 error: Mutex::new(None),
-                data_arrived,
             }),
+            commits: commits.clone(),
             task: OnceLock::new(),
         }
     }
 
     /// Has what was appended written soon, without waiting (acks=0).
     pub fn kick(&self) {
-        self.task
-            .get_or_init(|| tokio::spawn(sync_loop(self.shared.clone())).abort_handle());
+        self.task.get_or_init(|| {
+            tokio::spawn(write_loop(self.shared.clone(), self.commits.clone())).abort_handle()
+        });
         self.shared.wanted.notify_one();
+    }
+
+    /// Returns once everything below `offset` is on disk (or the disk failed).
+    /// The fsync round writes what it syncs, so the write loop is left alone.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
+        if *self.shared.durable.borrow() < offset {
+            self.shared.sync_wanted.fetch_max(offset, Ordering::AcqRel);
+            self.commits.request_sync(&self.shared);
+        }
+        self.wait(&self.shared.durable, offset).await
     }
 
     /// Returns once everything below `offset` is in the file (or writing failed).
     pub async fn wait_written(&self, offset: i64) -> Result<(), String> {
+        if *self.shared.written.borrow() < offset {
+            self.kick();
+        }
         self.wait(&self.shared.written, offset).await
-    }
-
-    /// Returns once everything below `offset` is on disk (or the disk failed).
-    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
-        self.shared.sync_wanted.fetch_max(offset, Ordering::AcqRel);
-        self.wait(&self.shared.durable, offset).await
     }
 
     async fn wait(&self, progress: &watch::Sender<i64>, offset: i64) -> Result<(), String> {
         let mut progress = progress.subscribe();
-        if *progress.borrow() >= offset {
-            return Ok(());
-        }
-        self.kick();
         loop {
             if let Some(e) = self
                 .shared
@@ -98,47 +172,90 @@ impl Drop for Syncer {
     }
 }
 
-async fn sync_loop(shared: Arc<Shared>) {
+async fn write_loop(shared: Arc<Shared>, commits: Arc<Commits>) {
     loop {
         shared.wanted.notified().await;
         // Keep going while appends keep coming: each pass writes all appended so far.
         loop {
-            let end = shared.log.end_offset();
             let written = *shared.written.borrow();
-            let durable = *shared.durable.borrow();
-            let sync = shared.sync_wanted.load(Ordering::Acquire) > durable
-                || (end > durable && shared.log.flushes_always());
-            if written >= end && !sync {
+            if written >= shared.log.end_offset() {
                 break;
             }
             let log = shared.log.clone();
-            let pass = tokio::task::spawn_blocking(move || {
-                let written = log.write_pending()?;
-                if sync {
-                    log.flush_to(written)?;
-                }
-                Ok::<_, kappa_log::LogError>(written)
-            })
-            .await;
-            let failure = match pass {
+            match tokio::task::spawn_blocking(move || log.write_pending()).await {
                 Ok(Ok(now_written)) => {
-                    if now_written > written {
-                        shared.written.send_replace(now_written);
-                        shared.data_arrived.notify_waiters();
+                    if advance(&shared.written, now_written) {
+                        commits.data_arrived.notify_waiters();
+                        if shared.log.flushes_always() {
+                            shared.sync_wanted.fetch_max(now_written, Ordering::AcqRel);
+                            commits.request_sync(&shared);
+                        }
                     }
-                    if sync {
-                        shared.durable.send_replace(now_written);
-                    }
-                    continue;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            };
-            tracing::error!(log = %shared.log.dir().display(), error = %failure, "write or fsync failed");
-            *shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
-            shared.written.send_modify(|_| {});
-            shared.durable.send_modify(|_| {});
+                Ok(Err(e)) => return shared.fail(e.to_string()),
+                Err(e) => return shared.fail(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Moves `progress` up to `to` (never down: the write loop and the rounds both report);
+/// whether it moved.
+fn advance(progress: &watch::Sender<i64>, to: i64) -> bool {
+    progress.send_if_modified(|at| {
+        let moved = to > *at;
+        *at = (*at).max(to);
+        moved
+    })
+}
+
+/// Holds the broker's `Commits` only during a round, so that dropping it ends the loop.
+async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(commits) = commits.upgrade() else {
             return;
+        };
+        loop {
+            let round: Vec<Arc<Shared>> =
+                std::mem::take(&mut *commits.queued.lock().unwrap_or_else(|e| e.into_inner()));
+            if round.is_empty() {
+                break;
+            }
+            let next_round = tokio::time::Instant::now() + commits.round_interval;
+            // All partitions of the round fsync at once: the block layer merges their device
+            // flushes.
+            let syncs: Vec<_> = round
+                .iter()
+                .filter(|partition| !partition.failed())
+                .map(|partition| {
+                    let log = partition.log.clone();
+                    let partition = partition.clone();
+                    let job = tokio::task::spawn_blocking(move || {
+                        let written = log.write_pending()?;
+                        log.flush_to(written)?;
+                        Ok::<_, kappa_log::LogError>(written)
+                    });
+                    (partition, job)
+                })
+                .collect();
+            for (partition, job) in syncs {
+                match job.await {
+                    Ok(Ok(durable)) => {
+                        if advance(&partition.written, durable) {
+                            commits.data_arrived.notify_waiters();
+                        }
+                        advance(&partition.durable, durable);
+                        // Appended (and waited for) while this round ran: the next round.
+                        if partition.sync_wanted.load(Ordering::Acquire) > durable {
+                            commits.enqueue(&partition);
+                        }
+                    }
+                    Ok(Err(e)) => partition.fail(e.to_string()),
+                    Err(e) => partition.fail(e.to_string()),
+                }
+            }
+            tokio::time::sleep_until(next_round).await;
         }
     }
 }

@@ -59,7 +59,7 @@ impl Broker {
                     .map(|p| (h.trim_matches(['[', ']']).to_string(), p))
             })
             .ok_or_else(|| BrokerError::Address(advertised.clone()))?;
-        let data_arrived = topics.data_arrived.clone();
+        let data_arrived = topics.commits.data_arrived.clone();
         Ok(Arc::new(Broker {
             config,
             topics,

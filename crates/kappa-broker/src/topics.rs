@@ -7,11 +7,10 @@ use std::sync::{Arc, RwLock};
 
 use kappa_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, TimestampType};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::durability::Syncer;
+use crate::durability::{Commits, Syncer};
 
 const METADATA_FILE: &str = "kappa-metadata.json";
 
@@ -64,14 +63,14 @@ impl Topic {
         configs: BTreeMap<String, String>,
         partitions: Vec<Arc<Log>>,
         previous: Option<&Topic>,
-        data_arrived: &Arc<Notify>,
+        commits: &Arc<Commits>,
     ) -> Topic {
         let syncers = partitions
             .iter()
             .enumerate()
             .map(|(i, log)| match previous.and_then(|p| p.syncers.get(i)) {
                 Some(s) => s.clone(),
-                None => Arc::new(Syncer::new(log.clone(), data_arrived.clone())),
+                None => Arc::new(Syncer::new(log.clone(), commits)),
             })
             .collect();
         Topic {
@@ -147,8 +146,8 @@ pub struct TopicRegistry {
     change_lock: std::sync::Mutex<()>,
     /// (next producer id, end of the reserved block).
     producer_ids: std::sync::Mutex<(i64, i64)>,
-    /// Woken whenever records become readable, so long-polling fetches can answer early.
-    pub data_arrived: Arc<Notify>,
+    /// The partitions' shared write and fsync machinery.
+    pub commits: Arc<Commits>,
 }
 
 pub fn now_ms() -> i64 {
@@ -258,7 +257,9 @@ impl TopicRegistry {
                 persisted.producer_id_block_end,
                 persisted.producer_id_block_end,
             )),
-            data_arrived: Arc::new(Notify::new()),
+            commits: Commits::new(std::time::Duration::from_micros(
+                config.group_commit_interval_us,
+            )),
         };
         let now = now_ms();
         let mut topics = HashMap::new();
@@ -277,7 +278,7 @@ impl TopicRegistry {
                     t.configs,
                     partitions,
                     None,
-                    &registry.data_arrived,
+                    &registry.commits,
                 )),
             );
         }
@@ -408,7 +409,7 @@ impl TopicRegistry {
             configs,
             logs,
             None,
-            &self.data_arrived,
+            &self.commits,
         ));
         self.write_topics().insert(name.to_string(), topic.clone());
         self.persist()?;
@@ -488,7 +489,7 @@ impl TopicRegistry {
             topic.configs.clone(),
             partitions,
             Some(&topic),
-            &self.data_arrived,
+            &self.commits,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
@@ -514,7 +515,7 @@ impl TopicRegistry {
             configs,
             topic.partitions.clone(),
             Some(&topic),
-            &self.data_arrived,
+            &self.commits,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()

@@ -69,7 +69,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush: FlushPolicy::OnDemand,
             delete_retention_ms: 24 * 3600 * 1000,
-            direct_writes: true,
+            direct_writes: false,
             tail_cache_bytes: 4 << 20,
         }
     }
