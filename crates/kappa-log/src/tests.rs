@@ -274,7 +274,10 @@ fn recovery_cuts_a_torn_tail(config: LogConfig) {
     };
     let crashed_len = std::fs::metadata(&file).unwrap().len();
     if config.direct_writes && crate::direct::open(&file).unwrap().is_some() {
-        assert!(crashed_len > full_len, "direct writes leave padding after the last batch");
+        assert!(
+            crashed_len > full_len,
+            "direct writes leave padding after the last batch"
+        );
     } else {
         assert_eq!(crashed_len, full_len);
     }
