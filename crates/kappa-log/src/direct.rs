@@ -12,6 +12,7 @@
 //! end. The file can therefore end in up to `BLOCK - 1` zero bytes past the last batch; the
 //! segment trims them when it stops taking appends, and recovery recognises them as padding.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -81,6 +82,103 @@ impl AlignedBuf {
     }
 }
 
+/// The newest directly written bytes of a segment, for readers at the tail (direct writes
+/// leave them out of the page cache): contiguous chunks, each with its file position.
+#[derive(Default)]
+pub(crate) struct TailCache {
+    chunks: VecDeque<(u64, bytes::Bytes)>,
+    len: u64,
+}
+
+impl TailCache {
+    /// Adds the bytes written at `pos` (right after the cached ones, or after a `clear`) and
+    /// drops the oldest chunks beyond `cap` bytes.
+    pub fn push(&mut self, pos: u64, written: &[u8], cap: u64) {
+        debug_assert!(self.end().is_none_or(|end| end == pos));
+        // Of a write larger than the cache, only its end can stay.
+        let skip = (written.len() as u64).saturating_sub(cap) as usize;
+        if skip > 0 {
+            self.clear();
+        }
+        let kept = &written[skip..];
+        if kept.is_empty() {
+            return;
+        }
+        self.len += kept.len() as u64;
+        self.chunks
+            .push_back((pos + skip as u64, bytes::Bytes::copy_from_slice(kept)));
+        while self.len > cap {
+            match self.chunks.pop_front() {
+                Some((_, oldest)) => self.len -= oldest.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    fn start(&self) -> Option<u64> {
+        self.chunks.front().map(|(pos, _)| *pos)
+    }
+
+    fn end(&self) -> Option<u64> {
+        self.chunks.back().map(|(pos, b)| pos + b.len() as u64)
+    }
+
+    /// The first file position the cache holds, clamped to `pos..end`: `end` when it holds
+    /// nothing of that range.
+    pub fn cached_from(&self, pos: u64, end: u64) -> u64 {
+        match (self.start(), self.end()) {
+            (Some(start), Some(cache_end)) if cache_end > pos => start.clamp(pos, end),
+            _ => end,
+        }
+    }
+
+    /// Index of the chunk holding `pos` (or the first after it).
+    fn chunk_at(&self, pos: u64) -> usize {
+        self.chunks
+            .partition_point(|(start, b)| start + b.len() as u64 <= pos)
+    }
+
+    /// Copies the cached bytes at `pos..pos + buf.len()`; false (and nothing copied) unless the
+    /// cache holds all of them.
+    pub fn read(&self, buf: &mut [u8], pos: u64) -> bool {
+        let end = pos + buf.len() as u64;
+        if self.cached_from(pos, end) != pos || self.end().is_none_or(|e| e < end) {
+            return false;
+        }
+        let mut filled = 0;
+        for (start, chunk) in self.chunks.range(self.chunk_at(pos)..) {
+            let from = (pos + filled as u64 - start) as usize;
+            let n = (chunk.len() - from).min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&chunk[from..from + n]);
+            filled += n;
+            if filled == buf.len() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// The cached bytes at `from..end` (`from` as [`TailCache::cached_from`] gave it), as
+    /// shared slices of the chunks.
+    pub fn slices(&self, from: u64, end: u64, mut out: impl FnMut(bytes::Bytes)) {
+        for (start, chunk) in self.chunks.range(self.chunk_at(from)..) {
+            let chunk_end = start + chunk.len() as u64;
+            let (a, b) = (from.max(*start), chunk_end.min(end));
+            if a < b {
+                out(chunk.slice((a - start) as usize..(b - start) as usize));
+            }
+            if chunk_end >= end {
+                break;
+            }
+        }
+    }
+}
+
 /// Opens `path` for direct writes; `None` where the file system refuses `O_DIRECT` (tmpfs,
 /// some FUSE and network file systems): the log then writes through the page cache.
 pub(crate) fn open(path: &Path) -> io::Result<Option<File>> {
@@ -120,6 +218,43 @@ pub(crate) fn is_padding(file: &File, pos: u64, file_len: u64) -> io::Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_cache_keeps_the_newest_bytes_and_reads_them_back_across_chunks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let cap = 50_000u64;
+        let mut cache = TailCache::default();
+        let mut all: Vec<u8> = Vec::new();
+        for _ in 0..400 {
+            // Mostly small writes, sometimes one larger than the whole cache.
+            let len = if rng.random_range(0..20) == 0 {
+                rng.random_range(50_000..120_000)
+            } else {
+                rng.random_range(1..3_000)
+            };
+            let piece: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            cache.push(all.len() as u64, &piece, cap);
+            all.extend_from_slice(&piece);
+            let end = all.len() as u64;
+            let start = cache.cached_from(0, end);
+            assert!(end - start <= cap && end - start >= cap.min(len as u64));
+            for _ in 0..20 {
+                let pos = rng.random_range(0..end);
+                let to = rng.random_range(pos + 1..=end.min(pos + 70_000));
+                let mut buf = vec![0u8; (to - pos) as usize];
+                assert_eq!(cache.read(&mut buf, pos), pos >= start);
+                if pos >= start {
+                    assert_eq!(buf, all[pos as usize..to as usize]);
+                }
+                let from = cache.cached_from(pos, to);
+                assert_eq!(from, start.clamp(pos, to));
+                let mut got = Vec::new();
+                cache.slices(from, to, |b| got.extend_from_slice(&b));
+                assert_eq!(got, all[from as usize..to as usize]);
+            }
+        }
+    }
 
     #[test]
     fn aligned_buffers_keep_their_data_through_growth_and_pad_with_zeros() {

@@ -473,7 +473,10 @@ impl Log {
         state.check_open()?;
         if needs(&state).0 {
             self.write_locked(&mut state, &mut spare)?;
-            self.roll(&mut state, now_ms)?;
+            if let Err(e) = self.roll(&mut state, now_ms) {
+                state.failed = Some(e.to_string());
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -567,7 +570,12 @@ impl Log {
             (Arc::clone(&state.active().file), self.high_watermark())
         };
         // Older segments were synced when they were rolled.
-        file.sync_data()?;
+        if let Err(e) = file.sync_data() {
+            // What the page cache held may be gone (Linux drops the dirty pages of a failed
+            // writeback), so acknowledging later appends would hide a hole.
+            self.lock().failed = Some(e.to_string());
+            return Err(e.into());
+        }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -768,9 +776,14 @@ impl Log {
         if state.closed {
             return Ok(());
         }
-        if state.failed.is_none() {
-            self.write_locked(&mut state, &mut spare)?;
+        if state.failed.is_some() {
+            // The file may hold part of a write past what was written whole: no clean marker,
+            // so that the next start checks the tail batch by batch.
+            state.closed = true;
+            tracing::warn!(log = %self.dir.display(), "closing a log after a failed write; the next start recovers it");
+            return Ok(());
         }
+        self.write_locked(&mut state, &mut spare)?;
         state.active_mut().seal_time_index()?;
         state.active_mut().trim()?;
         for segment in state.segments.values() {

@@ -1,16 +1,13 @@
 //! One segment: a `.log` file of whole record batches plus its sparse `.index`
 //! (relative offset -> file position) and `.timeindex` (max timestamp so far -> relative offset).
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
-use bytes::Bytes;
-
-use crate::direct::{self, AlignedBuf, BLOCK};
+use crate::direct::{self, AlignedBuf, TailCache, BLOCK};
 use crate::log::{FileSlice, LogSlice};
 use crate::Result;
 
@@ -47,11 +44,8 @@ pub(crate) struct Segment {
     /// the buffer starts with the file's partial last block, which is written again with them.
     pending: AlignedBuf,
     pending_from: u64,
-    /// The newest written bytes, in order and ending at `written`, for readers at the tail:
-    /// direct writes leave them out of the page cache.
-    recent: VecDeque<Bytes>,
-    recent_from: u64,
-    recent_len: u64,
+    /// The newest directly written bytes, ending at `written`.
+    recent: TailCache,
     /// Largest batch max-timestamp in the segment; -1 when empty.
     pub max_timestamp: i64,
     /// Wall-clock time of the first append (or file mtime on reopen), for `segment.ms`.
@@ -145,9 +139,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
-            recent: VecDeque::new(),
-            recent_from: 0,
-            recent_len: 0,
+            recent: TailCache::default(),
             max_timestamp: -1,
             created_ms: now_ms,
             offset_index: Vec::new(),
@@ -188,9 +180,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
-            recent: VecDeque::new(),
-            recent_from: 0,
-            recent_len: 0,
+            recent: TailCache::default(),
             max_timestamp: -1,
             created_ms,
             offset_index: Vec::new(),
@@ -337,6 +327,9 @@ impl Segment {
         let mut header_buf = [0u8; HEADER_LEN];
         let mut expected_base = self.base_offset;
         while pos < file_len {
+            if direct::is_padding(&self.file, pos, file_len)? {
+                return Ok(None);
+            }
             if file_len - pos < HEADER_LEN as u64 {
                 return Ok(Some(format!(
                     "{} trailing bytes hold no whole batch header",
@@ -344,9 +337,6 @@ impl Segment {
                 )));
             }
             self.file.read_exact_at(&mut header_buf, pos)?;
-            if direct::is_padding(&self.file, pos, file_len)? {
-                return Ok(None);
-            }
             let header = match BatchHeader::parse(&header_buf) {
                 Ok(h) => h,
                 Err(e) => return Ok(Some(e.to_string())),
@@ -479,58 +469,22 @@ impl Segment {
             return;
         }
         if direct_ok && job.direct.is_some() && cache_bytes > 0 {
-            if self.recent.is_empty() {
-                self.recent_from = self.written;
-            }
-            let fresh = Bytes::copy_from_slice(job.bytes_between(self.written, job.end));
-            self.recent_len += fresh.len() as u64;
-            self.recent.push_back(fresh);
-            while self.recent_len > cache_bytes {
-                let Some(oldest) = self.recent.pop_front() else {
-                    break;
-                };
-                self.recent_from += oldest.len() as u64;
-                self.recent_len -= oldest.len() as u64;
-            }
+            self.recent.push(
+                self.written,
+                job.bytes_between(self.written, job.end),
+                cache_bytes,
+            );
         } else {
-            self.drop_recent();
+            self.recent.clear();
         }
         self.written = job.end;
         self.written_next_offset = job.next_offset;
     }
 
-    fn drop_recent(&mut self) {
-        self.recent.clear();
-        self.recent_len = 0;
-        self.recent_from = self.written;
-    }
-
-    /// Whether `pos..end` lies in the tail cache.
-    fn cached(&self, pos: u64, end: u64) -> bool {
-        !self.recent.is_empty() && pos >= self.recent_from && end <= self.written
-    }
-
     /// Reads `buf.len()` bytes at `pos` (below `written`), from the tail cache when it holds them.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
-        if !self.cached(pos, pos + buf.len() as u64) {
+        if !self.recent.read(buf, pos) {
             self.file.read_exact_at(buf, pos)?;
-            return Ok(());
-        }
-        let mut chunk_start = self.recent_from;
-        let mut filled = 0;
-        for chunk in &self.recent {
-            let chunk_end = chunk_start + chunk.len() as u64;
-            let at = pos + filled as u64;
-            if at < chunk_end {
-                let from = (at - chunk_start) as usize;
-                let n = (chunk.len() - from).min(buf.len() - filled);
-                buf[filled..filled + n].copy_from_slice(&chunk[from..from + n]);
-                filled += n;
-                if filled == buf.len() {
-                    break;
-                }
-            }
-            chunk_start = chunk_end;
         }
         Ok(())
     }
@@ -538,11 +492,7 @@ impl Segment {
     /// The batches at `pos..end` (below `written`) as slices: of the file, and of the tail
     /// cache for the part it holds.
     pub fn slices(&self, pos: u64, end: u64, out: &mut Vec<LogSlice>) {
-        let cached_from = if self.recent.is_empty() {
-            end
-        } else {
-            self.recent_from.clamp(pos, end)
-        };
+        let cached_from = self.recent.cached_from(pos, end);
         if pos < cached_from {
             out.push(LogSlice::File(FileSlice {
                 file: Arc::clone(&self.file),
@@ -550,21 +500,8 @@ impl Segment {
                 len: cached_from - pos,
             }));
         }
-        let mut chunk_start = self.recent_from;
-        for chunk in &self.recent {
-            let chunk_end = chunk_start + chunk.len() as u64;
-            let from = chunk_start.max(cached_from);
-            let to = chunk_end.min(end);
-            if from < to {
-                out.push(LogSlice::Memory(chunk.slice(
-                    (from - chunk_start) as usize..(to - chunk_start) as usize,
-                )));
-            }
-            if chunk_end >= end {
-                break;
-            }
-            chunk_start = chunk_end;
-        }
+        self.recent
+            .slices(cached_from, end, |bytes| out.push(LogSlice::Memory(bytes)));
     }
 
     fn all_written(&mut self) {
@@ -578,13 +515,13 @@ impl Segment {
     /// batches.
     pub fn trim(&mut self) -> Result<()> {
         debug_assert_eq!(self.size, self.written);
-        self.drop_recent();
-        if let Direct::On(_) = self.direct {
-            if self.file.metadata()?.len() != self.size {
-                self.file.set_len(self.size)?;
-            }
-            // Closes the direct handle: a segment that stopped taking appends needs none.
-            self.direct = Direct::Untried;
+        self.recent.clear();
+        // Frees the write buffer and closes the direct handle: neither is needed any more.
+        self.pending = AlignedBuf::default();
+        self.direct = Direct::Untried;
+        // Padding also stays after a fallback from direct to buffered writes.
+        if self.file.metadata()?.len() > self.size {
+            self.file.set_len(self.size)?;
         }
         Ok(())
     }
