@@ -83,13 +83,13 @@ pub(crate) struct PendingWrite {
 }
 
 impl PendingWrite {
-    /// Writes the bytes. A direct write the file system refuses is done buffered instead;
-    /// `Ok(false)` then tells the segment to stop trying direct writes.
     /// The bytes this write puts at file positions `from..to` (within what it covers).
     fn bytes_between(&self, from: u64, to: u64) -> &[u8] {
         &self.buf.as_slice()[(from - self.position) as usize..(to - self.position) as usize]
     }
 
+    /// Writes the bytes. A direct write the file system refuses is done buffered instead;
+    /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
         if let Some(direct) = &self.direct {
             match direct.write_all_at(self.buf.padded(), self.position) {
