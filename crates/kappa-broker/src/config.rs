@@ -24,9 +24,10 @@ pub struct BrokerConfig {
     pub log_maintenance_interval_ms: u64,
     /// `always` fsyncs every append; `on-demand` only for acks=all, roll and close.
     pub flush: String,
-    /// Shortest time between the starts of two broker-wide fsync rounds (group commit): bounds
-    /// the rate of device flushes, at the cost of up to this much acks=all latency.
-    pub group_commit_interval_us: u64,
+    /// Fsyncs per second the broker-wide group-commit rounds stay under on average (0: no
+    /// limit): bounds the rate of device flushes, at the cost of some acks=all latency when
+    /// many partitions wait at once.
+    pub max_fsyncs_per_sec: u32,
     /// Write partitions with O_DIRECT (bypassing the page cache) where the file system allows.
     pub direct_writes: bool,
     /// With direct writes: bytes of each partition's newest records kept in memory for
@@ -52,7 +53,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             log_maintenance_interval_ms: 30_000,
             flush: "on-demand".into(),
-            group_commit_interval_us: 2000,
+            max_fsyncs_per_sec: 3000,
             direct_writes: false,
             tail_cache_bytes: 4 << 20,
             log_retention_ms: 7 * 24 * 3600 * 1000,

@@ -4,15 +4,15 @@
 //!
 //! Each partition has a write loop: whatever arrives while a write runs goes out with the next
 //! one, so a busy partition writes large blocks. Fsyncs are broker-wide rounds: every partition
-//! that waits for one joins the next round, the round fsyncs them all at once, and rounds start
-//! at most once per `group_commit_interval_us`. A device flush per partition per write is what
-//! made this machine's disk stall for hundreds of milliseconds (docs/benchmarks.md); rounds
-//! bound the flush rate whatever the number of partitions, for at most one interval more
-//! latency.
+//! that waits for one joins the next round, and the round fsyncs them all at once. The next
+//! round starts no sooner than the fsyncs of this one allow under `max_fsyncs_per_sec`: one
+//! fsync per partition per write is what made this machine's disk stall for hundreds of
+//! milliseconds (docs/benchmarks.md). So the fsync rate stays bounded whatever the number of
+//! partitions, while a lone producer waiting on one partition is held back only briefly.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kappa_log::Log;
 use tokio::sync::{watch, Notify};
@@ -24,18 +24,23 @@ pub struct Commits {
     /// Partitions waiting for the next fsync round.
     queued: Mutex<Vec<Arc<Shared>>>,
     wake: Arc<Notify>,
-    /// Shortest time from the start of one fsync round to the start of the next.
-    round_interval: Duration,
+    /// Time from the start of a round to the start of the next, per partition fsynced in it.
+    per_fsync: Duration,
     task: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Commits {
-    pub fn new(round_interval: Duration) -> Arc<Commits> {
+    /// `max_fsyncs_per_sec` 0: rounds follow each other without a pause.
+    pub fn new(max_fsyncs_per_sec: u32) -> Arc<Commits> {
         Arc::new(Commits {
             data_arrived: Arc::new(Notify::new()),
             queued: Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
-            round_interval,
+            per_fsync: if max_fsyncs_per_sec == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1) / max_fsyncs_per_sec
+            },
             task: OnceLock::new(),
         })
     }
@@ -211,18 +216,25 @@ fn advance(progress: &watch::Sender<i64>, to: i64) -> bool {
 
 /// Holds the broker's `Commits` only during a round, so that dropping it ends the loop.
 async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
+    let mut next_round = Instant::now();
     loop {
         wake.notified().await;
         let Some(commits) = commits.upgrade() else {
             return;
         };
         loop {
+            let pause = next_round.saturating_duration_since(Instant::now());
+            if !pause.is_zero() {
+                // Usually well under the runtime timer's millisecond tick: sleep on a blocking
+                // thread, which wakes on time. Whoever asks meanwhile joins this round.
+                let _ = tokio::task::spawn_blocking(move || std::thread::sleep(pause)).await;
+            }
             let round: Vec<Arc<Shared>> =
                 std::mem::take(&mut *commits.queued.lock().unwrap_or_else(|e| e.into_inner()));
             if round.is_empty() {
                 break;
             }
-            let next_round = tokio::time::Instant::now() + commits.round_interval;
+            next_round = Instant::now() + commits.per_fsync * round.len() as u32;
             // All partitions of the round fsync at once: the block layer merges their device
             // flushes.
             let syncs: Vec<_> = round
@@ -255,7 +267,6 @@ async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
                     Err(e) => partition.fail(e.to_string()),
                 }
             }
-            tokio::time::sleep_until(next_round).await;
         }
     }
 }

@@ -257,9 +257,7 @@ impl TopicRegistry {
                 persisted.producer_id_block_end,
                 persisted.producer_id_block_end,
             )),
-            commits: Commits::new(std::time::Duration::from_micros(
-                config.group_commit_interval_us,
-            )),
+            commits: Commits::new(config.max_fsyncs_per_sec),
         };
         let now = now_ms();
         let mut topics = HashMap::new();
