@@ -223,6 +223,14 @@ async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
             return;
         };
         loop {
+            if commits
+                .queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                break;
+            }
             let pause = next_round.saturating_duration_since(Instant::now());
             if !pause.is_zero() {
                 // Usually well under the runtime timer's millisecond tick: sleep on a blocking
@@ -231,9 +239,6 @@ async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
             }
             let round: Vec<Arc<Shared>> =
                 std::mem::take(&mut *commits.queued.lock().unwrap_or_else(|e| e.into_inner()));
-            if round.is_empty() {
-                break;
-            }
             next_round = Instant::now() + commits.per_fsync * round.len() as u32;
             // All partitions of the round fsync at once: the block layer merges their device
             // flushes.
