@@ -413,9 +413,17 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                 Err(e) => Err(topic_error_code(e)),
             };
             // Appending is a copy into the partition's write buffer: done here, in request
-            // order; the partition's write loop takes it to the file.
+            // order; the partition's write loop takes it to the file. An append that must
+            // first roll the segment or write a full buffer does file I/O: off the runtime.
             let appended = match (target, p.records) {
-                (Ok((log, syncer)), Some(records)) => match log.append_deferred(&records, now) {
+                (Ok((log, syncer)), Some(records)) => match if log.needs_room(records.len(), now) {
+                    let log = log.clone();
+                    tokio::task::spawn_blocking(move || log.append_deferred(&records, now))
+                        .await
+                        .unwrap_or_else(|e| Err(LogError::Io(std::io::Error::other(e))))
+                } else {
+                    log.append_deferred(&records, now)
+                } {
                     Ok(info) => Ok((syncer.clone(), info)),
                     Err(e) => {
                         tracing::debug!(topic = %name, partition = p.index, error = %e, "produce rejected");

@@ -141,6 +141,16 @@ impl LogState {
     fn next_offset(&self) -> i64 {
         self.active().next_offset
     }
+    /// (whether the active segment must roll first, whether pending bytes must be written
+    /// first) before appending `incoming` bytes.
+    fn room_needed(&self, incoming: u64, now_ms: i64) -> (bool, bool) {
+        let active = self.active();
+        let roll = active.size > 0
+            && (active.size + incoming > self.config.segment_bytes
+                || now_ms - active.created_ms >= self.config.segment_ms);
+        (roll, active.pending_bytes() + incoming > MAX_PENDING_BYTES)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed {
             return Err(closed_error());
@@ -456,14 +466,9 @@ impl Log {
     /// too old, and writes pending bytes when too many wait. Both need the writer lock, which
     /// is taken before the state lock, so this runs before the append takes the state lock.
     fn make_room(&self, incoming: u64, now_ms: i64) -> Result<()> {
-        let needs = |state: &LogState| {
-            let active = state.active();
-            let roll = active.size > 0
-                && (active.size + incoming > state.config.segment_bytes
-                    || now_ms - active.created_ms >= state.config.segment_ms);
-            (roll, active.pending_bytes() + incoming > MAX_PENDING_BYTES)
-        };
-        match needs(&self.lock()) {
+        // A statement of its own: the state lock must be released before writing.
+        let needed = self.lock().room_needed(incoming, now_ms);
+        match needed {
             (false, false) => return Ok(()),
             (false, true) => return self.write_pending().map(|_| ()),
             (true, _) => {}
@@ -471,7 +476,7 @@ impl Log {
         let mut spare = self.lock_writer();
         let mut state = self.lock();
         state.check_open()?;
-        if needs(&state).0 {
+        if state.room_needed(incoming, now_ms).0 {
             self.write_locked(&mut state, &mut spare)?;
             if let Err(e) = self.roll(&mut state, now_ms) {
                 state.failed = Some(e.to_string());
@@ -479,6 +484,13 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// Whether appending `incoming` bytes now means file I/O first (a segment roll, or a
+    /// write of a full buffer), so that a caller on an async runtime can append elsewhere.
+    pub fn needs_room(&self, incoming: usize, now_ms: i64) -> bool {
+        let (roll, write) = self.lock().room_needed(incoming as u64, now_ms);
+        roll || write
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, AlignedBuf> {

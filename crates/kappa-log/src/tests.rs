@@ -976,3 +976,44 @@ fn without_direct_writes_files_never_hold_padding_and_reads_come_from_files() {
         .iter()
         .all(|s| matches!(s, crate::LogSlice::File(_))));
 }
+
+#[test]
+fn appends_that_must_roll_or_write_first_are_announced_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 40 << 20,
+            ..small_config()
+        },
+        0,
+    )
+    .unwrap();
+    let batch = make_batch(1, 0, 900_000);
+    assert!(!log.needs_room(batch.len(), 0));
+    // Nobody writes (acks=0 and a write loop that lags): memory stays bounded because an
+    // append beyond the limit writes what is pending first.
+    let mut written_by_appends = false;
+    for _ in 0..40 {
+        if log.needs_room(batch.len(), 0) {
+            written_by_appends = true;
+        }
+        log.append_deferred(&batch, 0).unwrap();
+        // At most 32 MiB wait in memory (each batch is one record).
+        let pending = (log.end_offset() - log.high_watermark()) as usize;
+        assert!(
+            pending * batch.len() <= 32 << 20,
+            "{pending} batches pending"
+        );
+    }
+    assert!(written_by_appends && log.high_watermark() > 0);
+    // The next one would overfill the segment: it rolls first.
+    assert!(log.needs_room(8 << 20, 0));
+    log.append_deferred(&make_batch(1, 0, 100), 0).unwrap();
+    log.write_pending().unwrap();
+    assert!(!log.needs_room(batch.len(), 0));
+    assert_eq!(
+        batches_in(&log.read(0, usize::MAX / 2, true).unwrap().bytes).len(),
+        41
+    );
+}
