@@ -91,6 +91,8 @@ def test_metrics_and_health(kappa):
     assert value('kappa_broker_requests_total{api="Produce"}')[0] >= 1
     assert any(l.startswith('kappa_broker_request_duration_seconds_bucket{') and 'api="Fetch"' in l for l in lines)
     assert value('kappa_partition_log_size_bytes{topic="m",partition="0"}')[0] > 0
+    # kcat produces with acks=all (librdkafka's default), so the records waited for an fsync.
+    assert value('kappa_log_fsync_duration_seconds_count')[0] >= 1
 
 
 def test_clean_shutdown_and_restart_keeps_topics_and_configs(kappa_factory):

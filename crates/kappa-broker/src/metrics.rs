@@ -43,8 +43,9 @@ pub struct BrokerMetrics {
     pub records_out: Family<TopicLabels, Counter>,
 }
 
-impl Default for BrokerMetrics {
-    fn default() -> Self {
+impl BrokerMetrics {
+    /// `fsync_duration`: the fsync rounds' histogram (`Commits::fsync_duration`).
+    pub fn new(fsync_duration: Histogram) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<ApiLabels, Counter>::default();
         let request_errors = Family::<ApiLabels, Counter>::default();
@@ -88,6 +89,11 @@ impl Default for BrokerMetrics {
             "Records fetched, by topic (counted as offsets consumers move past, so compaction gaps count too)",
             records_out.clone(),
         );
+        registry.register(
+            "kappa_log_fsync_duration_seconds",
+            "Time each fsync of a partition's log took, as acks=all requests wait for it",
+            fsync_duration,
+        );
         BrokerMetrics {
             registry,
             requests,
@@ -99,9 +105,7 @@ impl Default for BrokerMetrics {
             records_out,
         }
     }
-}
 
-impl BrokerMetrics {
     /// Renders all metrics in the OpenMetrics text format, partition gauges included.
     pub fn render(&self, topics: &TopicRegistry, groups: &GroupCoordinator) -> String {
         let mut out = String::new();

@@ -60,10 +60,11 @@ impl Broker {
             })
             .ok_or_else(|| BrokerError::Address(advertised.clone()))?;
         let data_arrived = topics.commits.data_arrived.clone();
+        let metrics = BrokerMetrics::new(topics.commits.fsync_duration.clone());
         Ok(Arc::new(Broker {
             config,
             topics,
-            metrics: BrokerMetrics::default(),
+            metrics,
             groups,
             data_arrived,
             advertised_host: host,

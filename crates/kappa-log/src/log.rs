@@ -322,6 +322,11 @@ impl Log {
     }
 
     /// Whether every append is to be fsynced (`flush = always`).
+    /// Offset below which records are fsynced (Kafka's recovery point).
+    pub fn durable_offset(&self) -> i64 {
+        self.flushed_offset.load(Ordering::Acquire)
+    }
+
     pub fn flushes_always(&self) -> bool {
         self.lock().config.flush == crate::FlushPolicy::Always
     }
