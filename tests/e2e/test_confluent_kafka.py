@@ -1,5 +1,6 @@
 """confluent-kafka (librdkafka) against `kappa dev`: produce/consume round trips with every
 codec, ListOffsets by timestamp, and topic administration with AdminClient."""
+import os
 import random
 import time
 
@@ -260,3 +261,45 @@ def test_direct_writes_serve_tail_readers_and_survive_a_restart(kappa_factory, a
     # Both reads saw the same records at the same offsets.
     assert sorted((m.partition(), m.offset(), m.value()) for m in after) == sorted(
         (part, off, v) for part, records in tailed.items() for off, v in records)
+
+
+def fetch_disk_read_bytes(kappa):
+    line = next(l for l in kappa.http("/metrics").splitlines()
+                if l.startswith("kappa_fetch_disk_read_bytes_total "))
+    return float(line.split()[1])
+
+
+def test_records_no_longer_in_the_page_cache_are_read_from_disk_intact(kappa):
+    """A lagging consumer whose records have left the page cache: the broker reads them on its
+    blocking pool instead of sending them with sendfile from a network thread (which would
+    stall every connection on that thread), and they arrive intact and in order."""
+    topic = "cold"
+    create_topic(kappa, topic, 3)
+    p = Producer({"bootstrap.servers": kappa.bootstrap, "linger.ms": 5, "acks": "all"})
+    n = 20_000
+    sent = set()
+    for i in range(n):
+        value = f"{i}:".encode() + bytes([i % 251]) * random.randint(0, 2000)
+        sent.add((str(i).encode(), value))
+        p.produce(topic, key=str(i).encode(), value=value)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    # acks=all: the pages are fsynced, hence clean, and the kernel drops them when asked.
+    segments = list(kappa.data_dir.glob(f"{topic}-*/*.log"))
+    assert len(segments) >= 3
+    for segment in segments:
+        fd = os.open(segment, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    before = fetch_disk_read_bytes(kappa)
+    got = read_all(kappa, topic, 3, expected=n)
+    assert {(m.key(), m.value()) for m in got} == sent and len(got) == n
+    for partition in range(3):
+        offsets = [m.offset() for m in got if m.partition() == partition]
+        assert offsets == list(range(len(offsets)))
+    # At least the first fetch of each partition took the disk path; the kernel's readahead,
+    # set off by those reads, may have cached much of the rest again.
+    assert fetch_disk_read_bytes(kappa) - before >= 3 * 100_000

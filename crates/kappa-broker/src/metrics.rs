@@ -41,6 +41,7 @@ pub struct BrokerMetrics {
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
     pub records_out: Family<TopicLabels, Counter>,
+    pub fetch_disk_read_bytes: Counter,
 }
 
 impl BrokerMetrics {
@@ -89,6 +90,12 @@ impl BrokerMetrics {
             "Records fetched, by topic (counted as offsets consumers move past, so compaction gaps count too)",
             records_out.clone(),
         );
+        let fetch_disk_read_bytes = Counter::default();
+        registry.register(
+            "kappa_fetch_disk_read_bytes",
+            "Fetched bytes that were not in the page cache, read on the blocking pool",
+            fetch_disk_read_bytes.clone(),
+        );
         registry.register(
             "kappa_log_fsync_duration_seconds",
             "Time each fsync of a partition's log took, as acks=all requests wait for it",
@@ -103,6 +110,7 @@ impl BrokerMetrics {
             records_in,
             bytes_out,
             records_out,
+            fetch_disk_read_bytes,
         }
     }
 

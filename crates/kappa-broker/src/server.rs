@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
@@ -149,6 +150,7 @@ impl Broker {
         let activity = Arc::new(Activity::new());
         let writer_task = tokio::spawn(write_responses(
             writer,
+            self.metrics.fetch_disk_read_bytes.clone(),
             pending,
             peer,
             idle,
@@ -363,6 +365,7 @@ impl Activity {
 
 async fn write_responses(
     mut writer: tokio::net::tcp::OwnedWriteHalf,
+    disk_read_bytes: Counter,
     mut pending: mpsc::Receiver<Queued>,
     peer: SocketAddr,
     idle: Duration,
@@ -383,7 +386,8 @@ async fn write_responses(
                 tokio::time::timeout(idle, writer.write_all(&bytes)).await
             }
             FrameOutcome::RespondChunks(chunks) => {
-                tokio::time::timeout(idle, write_chunks(&mut writer, &chunks)).await
+                tokio::time::timeout(idle, write_chunks(&mut writer, &chunks, &disk_read_bytes))
+                    .await
             }
             FrameOutcome::NoResponse => Ok(Ok(())),
             FrameOutcome::Close(reason) => {
@@ -531,6 +535,7 @@ fn encode_response(
 async fn write_chunks(
     writer: &mut tokio::net::tcp::OwnedWriteHalf,
     chunks: &[Chunk],
+    disk_read_bytes: &Counter,
 ) -> std::io::Result<()> {
     let socket = writer.as_ref();
     let _ = rustix::net::sockopt::set_tcp_cork(socket, true);
@@ -538,7 +543,7 @@ async fn write_chunks(
         for chunk in chunks {
             match chunk {
                 Chunk::Bytes(bytes) => writer.write_all(bytes).await?,
-                Chunk::File(slice) => send_file(writer.as_ref(), slice).await?,
+                Chunk::File(slice) => send_file(writer.as_ref(), slice, disk_read_bytes).await?,
             }
         }
         Ok(())
@@ -548,9 +553,19 @@ async fn write_chunks(
     result
 }
 
-async fn send_file(socket: &TcpStream, slice: &kappa_log::FileSlice) -> std::io::Result<()> {
+async fn send_file(
+    socket: &TcpStream,
+    slice: &kappa_log::FileSlice,
+    disk_read_bytes: &Counter,
+) -> std::io::Result<()> {
     let mut position = slice.position;
     let end = slice.position + slice.len;
+    if !slice.in_page_cache() {
+        // sendfile would wait for the disk on this runtime thread, and so would every
+        // connection served by it (Kafka's KAFKA-7504).
+        disk_read_bytes.inc_by(slice.len);
+        return send_from_disk(socket, &slice.file, position, end).await;
+    }
     while position < end {
         socket.writable().await?;
         let want = (end - position).min(1 << 30) as usize;
@@ -574,7 +589,7 @@ async fn send_file(socket: &TcpStream, slice: &kappa_log::FileSlice) -> std::io:
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) if sendfile_unsupported(&e) => {
-                return send_file_buffered(socket, &slice.file, position, end).await;
+                return send_from_disk(socket, &slice.file, position, end).await;
             }
             Err(e) => return Err(e),
         }
@@ -590,18 +605,25 @@ fn sendfile_unsupported(e: &std::io::Error) -> bool {
     )
 }
 
-/// Sends `file[position..end]` through a buffer: the fallback when sendfile is refused.
-async fn send_file_buffered(
+/// Sends `file[position..end]` through a buffer, read a piece at a time on the blocking pool:
+/// for stretches not in the page cache, and where sendfile is refused.
+async fn send_from_disk(
     socket: &TcpStream,
-    file: &std::fs::File,
+    file: &Arc<std::fs::File>,
     mut position: u64,
     end: u64,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (end - position).min(256 * 1024) as usize];
+    let mut buf = Vec::new();
     while position < end {
-        let n = (end - position).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], position)?;
+        let n = (end - position).min(DISK_READ_PIECE) as usize;
+        let file = file.clone();
+        buf.resize(n, 0);
+        buf = tokio::task::spawn_blocking(move || {
+            file.read_exact_at(&mut buf, position).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         let mut sent = 0;
         while sent < n {
             socket.writable().await?;
@@ -616,6 +638,9 @@ async fn send_file_buffered(
     }
     Ok(())
 }
+
+/// What `send_from_disk` reads at a time.
+const DISK_READ_PIECE: u64 = 256 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -640,7 +665,7 @@ mod tests {
             got
         });
         let socket = TcpStream::connect(addr).await.unwrap();
-        send_file_buffered(&socket, &file, 12_345, 912_345)
+        send_from_disk(&socket, &Arc::new(file), 12_345, 912_345)
             .await
             .unwrap();
         drop(socket);

@@ -45,6 +45,32 @@ pub struct FileSlice {
     pub len: u64,
 }
 
+impl FileSlice {
+    /// Whether reading the stretch would not wait for the disk, judged by five bytes spread
+    /// over it: a log is written and read in order, so its pages are cached or not in long
+    /// runs. Its ends alone would not do: finding the stretch read the batch headers there.
+    /// Where the kernel cannot tell (no `RWF_NOWAIT`), it answers yes.
+    pub fn in_page_cache(&self) -> bool {
+        let cached = |at: u64| {
+            let mut byte = [0u8; 1];
+            !matches!(
+                rustix::io::preadv2(
+                    &*self.file,
+                    &mut [std::io::IoSliceMut::new(&mut byte)],
+                    at,
+                    rustix::io::ReadWriteFlags::NOWAIT,
+                ),
+                Err(rustix::io::Errno::AGAIN)
+            )
+        };
+        self.len == 0
+            || (0..4)
+                .map(|quarter| self.position + self.len * quarter / 4)
+                .chain([self.position + self.len - 1])
+                .all(cached)
+    }
+}
+
 /// A stretch of whole batches a read found: in a segment file, or (the newest records, with
 /// direct writes) in the partition's tail cache.
 #[derive(Debug, Clone)]

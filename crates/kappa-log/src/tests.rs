@@ -1017,3 +1017,40 @@ fn appends_that_must_roll_or_write_first_are_announced_and_bounded() {
         41
     );
 }
+
+/// Fetches send cached stretches with sendfile and read the others on the blocking pool, so
+/// the probe must see a stretch dropped from the page cache, and see it again once read.
+#[test]
+fn file_slices_tell_whether_the_page_cache_holds_them() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&vec![7u8; 1 << 20]).unwrap();
+    file.sync_all().unwrap();
+    let slice = crate::FileSlice {
+        file: std::sync::Arc::new(std::fs::File::open(&path).unwrap()),
+        position: 4096,
+        len: 512 * 1024,
+    };
+    assert!(slice.in_page_cache(), "just written");
+    rustix::fs::fadvise(&*slice.file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert!(!slice.in_page_cache(), "dropped from the page cache");
+    // Finding a stretch reads the batch headers at its ends: that does not make it cached.
+    let mut header = [0u8; 61];
+    slice
+        .file
+        .read_exact_at(&mut header, slice.position)
+        .unwrap();
+    let last = slice.position + slice.len - 61;
+    slice.file.read_exact_at(&mut header, last).unwrap();
+    assert!(!slice.in_page_cache(), "only its ends were read");
+    let mut stretch = vec![0u8; slice.len as usize];
+    slice
+        .file
+        .read_exact_at(&mut stretch, slice.position)
+        .unwrap();
+    assert!(slice.in_page_cache(), "read again");
+}
