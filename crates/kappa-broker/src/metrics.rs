@@ -67,7 +67,7 @@ impl BrokerMetrics {
         );
         registry.register(
             "kappa_broker_request_duration_seconds",
-            "Time from a request's arrival to its response, by API",
+            "Time from a request's arrival until its response is written to the socket, by API",
             request_latency.clone(),
         );
         registry.register(

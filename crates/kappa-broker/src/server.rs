@@ -10,6 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
@@ -193,7 +194,9 @@ impl Broker {
                         "request size {len} out of bounds (max {})",
                         self.config.max_request_bytes
                     );
-                    let _ = queue.send(Queued::Ready(FrameOutcome::Close(reason))).await;
+                    let _ = queue
+                        .send(Queued::Ready(FrameOutcome::Close(reason), None))
+                        .await;
                     return Ok(());
                 }
                 let len = len as usize;
@@ -225,7 +228,7 @@ impl Broker {
                 };
                 activity.request_started();
                 let queued = self.handle_frame(frame, peer).await;
-                let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_)));
+                let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_), _));
                 if queue.send(queued).await.is_err() || close {
                     return Ok(());
                 }
@@ -250,14 +253,15 @@ impl Broker {
             Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
                 // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can downgrade.
                 let body = handlers::api_versions_response(35);
-                return Queued::Ready(encode_response(
+                let answer = encode_response(
                     ApiKey::ApiVersions,
                     0,
                     correlation_id,
                     &ResponseKind::ApiVersions(body),
-                ));
+                );
+                return Queued::Ready(answer, None);
             }
-            Err(e) => return Queued::Ready(FrameOutcome::Close(e.to_string())),
+            Err(e) => return Queued::Ready(FrameOutcome::Close(e.to_string()), None),
         };
         tracing::trace!(%peer, ?api_key, api_version, client = ?header.client_id, "request");
         let mut ctx = RequestContext {
@@ -270,21 +274,21 @@ impl Broker {
             client_host: format!("/{}", peer.ip()),
             errors: 0,
         };
+        let labels = ApiLabels {
+            api: format!("{api_key:?}"),
+        };
+        // The latency is taken once the answer is written (see `write_responses`).
+        let timer = Some(Timer {
+            started,
+            latency: self.metrics.request_latency.get_or_create(&labels).clone(),
+        });
         let broker = self.clone();
-        // Counts the request and its latency once its answer is encoded.
+        // Counts the request once its answer is encoded.
         let finish = move |outcome: FrameOutcome, errors: u32| {
-            let labels = ApiLabels {
-                api: format!("{api_key:?}"),
-            };
             broker.metrics.requests.get_or_create(&labels).inc();
             if errors > 0 {
                 broker.metrics.request_errors.get_or_create(&labels).inc();
             }
-            broker
-                .metrics
-                .request_latency
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
             outcome
         };
         let encode = move |response: Option<ResponseKind>| match response {
@@ -292,17 +296,23 @@ impl Broker {
             None => FrameOutcome::NoResponse,
         };
         match handlers::handle(self, &mut ctx, request).await {
-            Handled::Now(response) => Queued::Ready(finish(encode(response), ctx.errors)),
+            Handled::Now(response) => Queued::Ready(finish(encode(response), ctx.errors), timer),
             Handled::Fetch(fetched) => {
                 let chunks = fetch_response::encode(api_version, correlation_id, &fetched);
-                Queued::Ready(finish(FrameOutcome::RespondChunks(chunks), ctx.errors))
+                Queued::Ready(
+                    finish(FrameOutcome::RespondChunks(chunks), ctx.errors),
+                    timer,
+                )
             }
-            Handled::Later(task) => Queued::Pending(tokio::spawn(async move {
-                match task.await {
-                    Ok((response, errors)) => finish(encode(response), ctx.errors + errors),
-                    Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
-                }
-            })),
+            Handled::Later(task) => Queued::Pending(
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok((response, errors)) => finish(encode(response), ctx.errors + errors),
+                        Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
+                    }
+                }),
+                timer,
+            ),
         }
     }
 }
@@ -316,8 +326,16 @@ const MAX_IN_FLIGHT: usize = 32;
 /// A response in the connection's queue: ready, or still being produced (a produce waiting
 /// for its fsync).
 enum Queued {
-    Ready(FrameOutcome),
-    Pending(tokio::task::JoinHandle<FrameOutcome>),
+    Ready(FrameOutcome, Option<Timer>),
+    Pending(tokio::task::JoinHandle<FrameOutcome>, Option<Timer>),
+}
+
+/// A request's arrival and its API's latency histogram: observed once the answer is written,
+/// so the time an answer waits behind earlier ones of its connection counts too (as in Kafka's
+/// total request time).
+struct Timer {
+    started: Instant,
+    latency: Histogram,
 }
 
 /// When a connection last did something, and how many of its requests are unanswered: a
@@ -372,11 +390,14 @@ async fn write_responses(
     activity: Arc<Activity>,
 ) {
     while let Some(queued) = pending.recv().await {
-        let outcome = match queued {
-            Queued::Ready(o) => o,
-            Queued::Pending(task) => match task.await {
-                Ok(o) => o,
-                Err(e) => FrameOutcome::Close(format!("request task failed: {e}")),
+        let (outcome, timer) = match queued {
+            Queued::Ready(o, timer) => (o, timer),
+            Queued::Pending(task, timer) => match task.await {
+                Ok(o) => (o, timer),
+                Err(e) => (
+                    FrameOutcome::Close(format!("request task failed: {e}")),
+                    None,
+                ),
             },
         };
         // A client that stops reading must not hold the connection (and the segment files
@@ -397,7 +418,12 @@ async fn write_responses(
             }
         };
         match written {
-            Ok(Ok(())) => activity.response_done(),
+            Ok(Ok(())) => {
+                activity.response_done();
+                if let Some(timer) = timer {
+                    timer.latency.observe(timer.started.elapsed().as_secs_f64());
+                }
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "could not write a response");
                 let _ = writer.shutdown().await;
