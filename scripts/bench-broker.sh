@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Broker benchmark of record (docs/benchmarks.md): the disk's fsynced sequential write
 # bandwidth, then produce (acks=all, acks=1), consume from a warm page cache, and produce
-# latency at half the acks=all maximum rate. Client and broker share this machine.
+# latency at half the maximum rate (acks=all twice, then acks=1), with the broker's own fsync
+# and Produce latency histograms for each latency run. Client and broker share this machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kappa/target}"
@@ -24,7 +25,7 @@ pid=$!
 sleep 1
 b="--bootstrap-server 127.0.0.1:$port"
 "$kappa" bench produce $b --topic acks-all --records "$records" --record-size 1024 --partitions 6 --acks all | tee "$dir/all.txt"
-"$kappa" bench produce $b --topic acks-1 --records "$records" --record-size 1024 --partitions 6 --acks 1
+"$kappa" bench produce $b --topic acks-1 --records "$records" --record-size 1024 --partitions 6 --acks 1 | tee "$dir/one.txt"
 # The first read follows the writes closely (the kernel may still be writing them back); the
 # next ones read from a warm page cache.
 for run in 1 2 3 4 5 6; do
@@ -32,6 +33,8 @@ for run in 1 2 3 4 5 6; do
 done
 max=$(sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$dir/all.txt")
 half=$((max / 2))
+max_one=$(sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$dir/one.txt")
+half_one=$((max_one / 2))
 # The broker's own histograms: fsync durations, and Produce request durations (arrival to
 # answer), as cumulative buckets "name le count". They tell device stalls from the rest.
 broker_histograms() {
@@ -75,4 +78,10 @@ broker_histograms >"$dir/f2"
 "$kappa" bench produce $b --topic latency2 --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
 broker_histograms >"$dir/f3"
 broker_summary "$dir/f2" "$dir/f3"
+# And acks=1 at half its own maximum: no fsync in the answer's path.
+echo "latency, acks=1:"
+broker_histograms >"$dir/f4"
+"$kappa" bench produce $b --topic latency1 --records $((half_one * 10)) --record-size 1024 --partitions 6 --acks 1 --rate "$half_one" --linger-ms 1
+broker_histograms >"$dir/f5"
+broker_summary "$dir/f4" "$dir/f5"
 "$kappa" bench consume $b --topic acks-all --group bench-group --members 3
