@@ -269,6 +269,19 @@ def fetch_disk_read_bytes(kappa):
     return float(line.split()[1])
 
 
+def cached_midway(path):
+    """Whether the page in the middle of the file is in the page cache (a read that would
+    not wait for the disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(1)], os.fstat(fd).st_size // 2, os.RWF_NOWAIT)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def test_records_no_longer_in_the_page_cache_are_read_from_disk_intact(kappa):
     """A lagging consumer whose records have left the page cache: the broker reads them on its
     blocking pool instead of sending them with sendfile from a network thread (which would
@@ -294,6 +307,8 @@ def test_records_no_longer_in_the_page_cache_are_read_from_disk_intact(kappa):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+    if all(cached_midway(segment) for segment in segments):
+        pytest.skip("this file system keeps the pages (tmpfs?): nothing to read from disk")
     before = fetch_disk_read_bytes(kappa)
     got = read_all(kappa, topic, 3, expected=n)
     assert {(m.key(), m.value()) for m in got} == sent and len(got) == n

@@ -313,11 +313,13 @@ async fn round_loop(commits: Weak<Commits>, wake: Arc<Notify>) {
                 let job = tokio::task::spawn_blocking(move || {
                     let written = log.write_pending()?;
                     let started = Instant::now();
-                    log.flush_to(written)?;
-                    if let Some(commits) = timing.upgrade() {
-                        commits.record_fsync(started.elapsed());
+                    if log.flush_to(written)? {
+                        if let Some(commits) = timing.upgrade() {
+                            commits.record_fsync(started.elapsed());
+                        }
                     }
-                    Ok::<_, kappa_log::LogError>(written)
+                    // An fsync may have covered more than was written here.
+                    Ok::<_, kappa_log::LogError>(written.max(log.durable_offset()))
                 });
                 let commits = Arc::downgrade(&commits);
                 let done = done.clone();

@@ -588,9 +588,12 @@ async fn send_file(
     let end = slice.position + slice.len;
     if !slice.in_page_cache() {
         // sendfile would wait for the disk on this runtime thread, and so would every
-        // connection served by it (Kafka's KAFKA-7504).
+        // connection served by it (Kafka's KAFKA-7504). The reads share tokio's blocking pool
+        // (512 threads) with the fsync rounds; many lagging consumers on a slow disk could
+        // make fsyncs wait for a thread.
+        send_from_disk(socket, &slice.file, position, end).await?;
         disk_read_bytes.inc_by(slice.len);
-        return send_from_disk(socket, &slice.file, position, end).await;
+        return Ok(());
     }
     while position < end {
         socket.writable().await?;

@@ -49,7 +49,8 @@ impl FileSlice {
     /// Whether reading the stretch would not wait for the disk, judged by five bytes spread
     /// over it: a log is written and read in order, so its pages are cached or not in long
     /// runs. Its ends alone would not do: finding the stretch read the batch headers there.
-    /// Where the kernel cannot tell (no `RWF_NOWAIT`), it answers yes.
+    /// Where the kernel cannot tell (no `RWF_NOWAIT`), it answers yes. A miss may start the
+    /// kernel's readahead (without waiting for it), which the read that follows wants anyway.
     pub fn in_page_cache(&self) -> bool {
         let cached = |at: u64| {
             let mut byte = [0u8; 1];
@@ -347,12 +348,12 @@ impl Log {
         self.written_offset.load(Ordering::Acquire)
     }
 
-    /// Whether every append is to be fsynced (`flush = always`).
     /// Offset below which records are fsynced (Kafka's recovery point).
     pub fn durable_offset(&self) -> i64 {
         self.flushed_offset.load(Ordering::Acquire)
     }
 
+    /// Whether every append is to be fsynced (`flush = always`).
     pub fn flushes_always(&self) -> bool {
         self.lock().config.flush == crate::FlushPolicy::Always
     }
@@ -596,17 +597,17 @@ impl Log {
 
     /// Makes everything below `offset` durable, writing pending appends first. Concurrent
     /// callers share one fsync: whoever holds the flush lock syncs all data written so far,
-    /// the others find their data covered.
-    pub fn flush_to(&self, offset: i64) -> Result<()> {
+    /// the others find their data covered. Whether this call fsynced.
+    pub fn flush_to(&self, offset: i64) -> Result<bool> {
         if self.flushed_offset.load(Ordering::Acquire) >= offset {
-            return Ok(());
+            return Ok(false);
         }
         if self.high_watermark() < offset {
             self.write_pending()?;
         }
         let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.flushed_offset.load(Ordering::Acquire) >= offset {
-            return Ok(());
+            return Ok(false);
         }
         let (file, end) = {
             let state = self.lock();
@@ -620,7 +621,7 @@ impl Log {
             return Err(e.into());
         }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
-        Ok(())
+        Ok(true)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
