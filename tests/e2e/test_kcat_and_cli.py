@@ -109,6 +109,21 @@ def test_clean_shutdown_and_restart_keeps_topics_and_configs(kappa_factory):
     k.stop()
 
 
+def test_a_second_broker_on_the_same_data_dir_refuses_to_start(kappa_factory):
+    """Two brokers on one directory would each recover and write the other's files: the
+    second one stops at once and says why; the first goes on untouched."""
+    first = kappa_factory().start()
+    kappa_cli(first, "produce", "kept", input="one\n")
+    second = kappa_factory()
+    with pytest.raises(RuntimeError, match="is in use by another process"):
+        second.start()
+    assert kappa_cli(first, "consume", "kept", "--from-beginning", "--exit-at-end") == "one\n"
+    assert first.stop() == 0
+    second.start()  # the lock went with the first process
+    assert kappa_cli(second, "consume", "kept", "--from-beginning", "--exit-at-end") == "one\n"
+    second.stop()
+
+
 def test_cli_consume_as_group_resumes_from_committed_offsets(kappa):
     kappa_cli(kappa, "topic", "create", "cg", "-p", "2")
     kappa_cli(kappa, "produce", "cg", input="".join(f"{i}\n" for i in range(10)))

@@ -203,7 +203,7 @@ fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        TopicError::Storage(_) => ResponseError::KafkaStorageError,
+        TopicError::Storage(_) | TopicError::DataDirInUse(_) => ResponseError::KafkaStorageError,
     }
 }
 
@@ -550,7 +550,19 @@ async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (fetched, bytes, had_error) = fetch_once(broker, &req, ctx.api_version);
+        let (fetched, bytes, had_error) = if fetch_reads_disk(broker, &req) {
+            // Finding the batches would read their headers from the disk: not on a network
+            // thread, which every connection on it shares.
+            let (off_broker, off_req, version) = (broker.clone(), req.clone(), ctx.api_version);
+            match tokio::task::spawn_blocking(move || fetch_once(&off_broker, &off_req, version))
+                .await
+            {
+                Ok(found) => found,
+                Err(_) => fetch_once(broker, &req, ctx.api_version),
+            }
+        } else {
+            fetch_once(broker, &req, ctx.api_version)
+        };
         if bytes >= min_bytes.max(1) || min_bytes == 0 || had_error || Instant::now() >= deadline {
             for (topic, requested) in fetched.topics.iter().zip(&req.topics) {
                 let labels = TopicLabels {
@@ -581,6 +593,31 @@ async fn fetch(broker: &Arc<Broker>, ctx: &mut RequestContext, req: FetchRequest
     }
 }
 
+/// The topic a fetch names: by name, or by id (Fetch v13 and later).
+fn fetched_topic(
+    broker: &Arc<Broker>,
+    ft: &kafka_protocol::messages::fetch_request::FetchTopic,
+) -> Option<Arc<Topic>> {
+    if ft.topic.0.is_empty() {
+        broker.topics.get_by_id(ft.topic_id)
+    } else {
+        broker.topics.get(&ft.topic.0)
+    }
+}
+
+/// Whether any requested partition's batches would be found by reading from the disk.
+fn fetch_reads_disk(broker: &Arc<Broker>, req: &FetchRequest) -> bool {
+    req.topics.iter().any(|ft| {
+        fetched_topic(broker, ft).is_some_and(|topic| {
+            ft.partitions.iter().any(|fp| {
+                topic.partition(fp.partition).is_some_and(|log| {
+                    log.read_would_wait(fp.fetch_offset, fp.partition_max_bytes.max(0) as usize)
+                })
+            })
+        })
+    })
+}
+
 /// One pass over the requested partitions: (answer, bytes found, any partition error). Only
 /// positions are looked up: the records are sent from the files when the answer is written.
 fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetched, u64, bool) {
@@ -596,11 +633,7 @@ fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetche
     let mut had_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let topic = if ft.topic.0.is_empty() {
-            broker.topics.get_by_id(ft.topic_id)
-        } else {
-            broker.topics.get(&ft.topic.0)
-        };
+        let topic = fetched_topic(broker, ft);
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = FetchedPartition {

@@ -30,6 +30,26 @@ pub enum TopicError {
     InvalidConfig(String),
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("data directory {} is in use by another process (it holds {})", .0.display(), .0.join(LOCK_FILE).display())]
+    DataDirInUse(PathBuf),
+}
+
+/// Held (flock) while a broker has the data directory open: two brokers on one directory
+/// would each recover and write the other's files.
+const LOCK_FILE: &str = ".lock";
+
+/// Takes the data directory's lock, or says who has it.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, TopicError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(TopicError::DataDirInUse(data_dir.to_path_buf())),
+        Err(e) => Err(std::io::Error::from(e).into()),
+    }
 }
 
 impl From<kappa_log::LogError> for TopicError {
@@ -135,6 +155,8 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigType)] = &[
 ];
 
 pub struct TopicRegistry {
+    /// Released when the registry is dropped (or the process dies).
+    _data_dir_lock: std::fs::File,
     data_dir: PathBuf,
     defaults: BTreeMap<String, String>,
     flush: FlushPolicy,
@@ -228,6 +250,7 @@ impl TopicRegistry {
     /// Loads the metadata and opens every partition log (recovering them as needed).
     pub fn open(config: &BrokerConfig) -> Result<TopicRegistry, TopicError> {
         std::fs::create_dir_all(&config.data_dir)?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let path = config.data_dir.join(METADATA_FILE);
         let persisted: PersistedMetadata = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -241,6 +264,7 @@ impl TopicRegistry {
             persisted.cluster_id.clone()
         };
         let registry = TopicRegistry {
+            _data_dir_lock: data_dir_lock,
             data_dir: config.data_dir.clone(),
             defaults: config.topic_defaults(),
             flush: if config.flush_always() {

@@ -52,24 +52,27 @@ impl FileSlice {
     /// Where the kernel cannot tell (no `RWF_NOWAIT`), it answers yes. A miss may start the
     /// kernel's readahead (without waiting for it), which the read that follows wants anyway.
     pub fn in_page_cache(&self) -> bool {
-        let cached = |at: u64| {
-            let mut byte = [0u8; 1];
-            !matches!(
-                rustix::io::preadv2(
-                    &*self.file,
-                    &mut [std::io::IoSliceMut::new(&mut byte)],
-                    at,
-                    rustix::io::ReadWriteFlags::NOWAIT,
-                ),
-                Err(rustix::io::Errno::AGAIN)
-            )
-        };
         self.len == 0
             || (0..4)
                 .map(|quarter| self.position + self.len * quarter / 4)
                 .chain([self.position + self.len - 1])
-                .all(cached)
+                .all(|at| page_cached(&self.file, at))
     }
+}
+
+/// Whether reading the byte at `at` would not wait for the disk (`preadv2` with `RWF_NOWAIT`;
+/// yes where the kernel cannot tell).
+pub(crate) fn page_cached(file: &std::fs::File, at: u64) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(
+        rustix::io::preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            at,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ),
+        Err(rustix::io::Errno::AGAIN)
+    )
 }
 
 /// A stretch of whole batches a read found: in a segment file, or (the newest records, with
@@ -622,6 +625,18 @@ impl Log {
         }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         Ok(true)
+    }
+
+    /// Whether finding the batches to read from `offset` (up to `max_bytes`) would wait for
+    /// the disk: the pages where [`Log::read_slices`] reads batch headers, by the index at
+    /// `offset` and at `max_bytes` further on, are probed without waiting.
+    pub fn read_would_wait(&self, offset: i64, max_bytes: usize) -> bool {
+        let state = self.lock();
+        state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(_, segment)| !segment.headers_cached(offset, max_bytes as u64))
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`

@@ -573,6 +573,29 @@ impl Segment {
         self.scan_headers(start, |h| h.last_offset() >= offset)
     }
 
+    /// Whether the pages where finding the batches from `offset` up to `max_bytes` further on
+    /// reads headers (the index entries before each end) are in the page cache.
+    pub fn headers_cached(&self, offset: i64, max_bytes: u64) -> bool {
+        if offset >= self.written_next_offset {
+            return true;
+        }
+        let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let idx = self.offset_index.partition_point(|e| e.0 <= rel);
+        let start = idx
+            .checked_sub(1)
+            .map_or(0, |i| self.offset_index[i].1 as u64);
+        let limit = start.saturating_add(max_bytes);
+        if limit >= self.written {
+            return crate::log::page_cached(&self.file, start);
+        }
+        // Where `batches_within` starts reading headers.
+        let last = self.offset_index.partition_point(|e| e.1 as u64 <= limit);
+        let scan_from = last
+            .checked_sub(1)
+            .map_or(start, |i| (self.offset_index[i].1 as u64).max(start));
+        crate::log::page_cached(&self.file, start) && crate::log::page_cached(&self.file, scan_from)
+    }
+
     /// The end of the whole batches from `pos` (a batch start) that fit before `limit`, and
     /// the offset after the last of them (`None` when not even the first fits). Starts from
     /// the last indexed batch before `limit`, so it reads at most an index interval of headers.

@@ -1062,3 +1062,35 @@ fn file_slices_tell_whether_the_page_cache_holds_them() {
         .unwrap();
     assert!(slice.in_page_cache(), "read again");
 }
+
+/// A fetch plans on the blocking pool when finding its batches would read headers from the
+/// disk: the log must tell that before reading, and see the pages again once read.
+#[test]
+fn a_log_tells_whether_finding_batches_would_wait_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for i in 0..400 {
+        log.append(&make_batch(10, i, 8_000), 0).unwrap();
+    }
+    log.flush_to(log.end_offset()).unwrap();
+    let segment = std::fs::File::open(last_segment_file(dir.path())).unwrap();
+    assert!(!log.read_would_wait(0, 1 << 20), "just written");
+    rustix::fs::fadvise(&segment, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    if rustix::fs::fstatfs(&segment).unwrap().f_type as i64 == TMPFS_MAGIC {
+        eprintln!(
+            "skipped: {} is on tmpfs, which cannot drop pages",
+            dir.path().display()
+        );
+        return;
+    }
+    let middle = log.end_offset() / 2;
+    assert!(log.read_would_wait(middle, 1 << 20));
+    assert!(
+        !log.read_would_wait(log.end_offset(), 1 << 20),
+        "the tail has nothing to find"
+    );
+    let read = log.read(middle, 1 << 20, true).unwrap();
+    assert!(!read.bytes.is_empty());
+    assert!(!log.read_would_wait(middle, 1 << 20), "read again");
+}
