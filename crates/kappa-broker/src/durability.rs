@@ -35,11 +35,18 @@ pub struct Commits {
     pub fsync_duration: Histogram,
     /// A running average of the fsyncs' durations, in microseconds.
     usual_fsync_us: AtomicU64,
+    /// How long a round waits for its fsyncs: at least the floor, and this many times the
+    /// usual fsync.
+    round_wait: (Duration, u32),
 }
 
 impl Commits {
     /// `max_fsyncs_per_sec` 0: rounds follow each other without a pause.
     pub fn new(max_fsyncs_per_sec: u32) -> Arc<Commits> {
+        Commits::with_round_wait(max_fsyncs_per_sec, (Duration::from_millis(5), 8))
+    }
+
+    fn with_round_wait(max_fsyncs_per_sec: u32, round_wait: (Duration, u32)) -> Arc<Commits> {
         Arc::new(Commits {
             data_arrived: Arc::new(Notify::new()),
             queued: Mutex::new(Vec::new()),
@@ -52,6 +59,7 @@ impl Commits {
             task: OnceLock::new(),
             fsync_duration: LatencyHistogram.new_metric(),
             usual_fsync_us: AtomicU64::new(0),
+            round_wait,
         })
     }
 
@@ -82,10 +90,11 @@ impl Commits {
     }
 
     /// How long a round waits for its fsyncs before the next may start without the slow ones:
-    /// several times the usual fsync, and never under 5 ms.
+    /// several times the usual fsync (8), and never under a floor (5 ms).
     fn round_wait_limit(&self) -> Duration {
         let usual = Duration::from_micros(self.usual_fsync_us.load(Ordering::Acquire));
-        (usual * 8).max(Duration::from_millis(5))
+        let (floor, times) = self.round_wait;
+        (usual * times).max(floor)
     }
 
     /// Takes the queued partitions that are not still syncing from an earlier round (those
@@ -360,14 +369,23 @@ mod tests {
     use kappa_log::records::{encode_batch, plain_record};
     use kappa_log::LogConfig;
 
-    /// Many acks=all producers over a few partitions, with and without pacing: every wait ends,
-    /// and ends with its records fsynced. A wish lost between rounds (a partition asked for
-    /// while its previous fsync was still running, so left out of a round) would hang here.
+    /// Many acks=all producers over a few partitions, with and without pacing, with rounds
+    /// that wait for their fsyncs and rounds that never do (so partitions are often still
+    /// syncing when the next round starts): every wait ends, and ends with its records
+    /// fsynced. A wish lost between rounds (a partition asked for while its previous fsync was
+    /// still running, so left out of a round) would hang here.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_acks_all_wait_ends_with_its_records_fsynced() {
-        for max_fsyncs_per_sec in [0, 3000] {
+        let waiting = (Duration::from_millis(5), 8);
+        let not_waiting = (Duration::ZERO, 0);
+        for (max_fsyncs_per_sec, round_wait) in [
+            (0, waiting),
+            (3000, waiting),
+            (0, not_waiting),
+            (3000, not_waiting),
+        ] {
             let dir = tempfile::tempdir().unwrap();
-            let commits = Commits::new(max_fsyncs_per_sec);
+            let commits = Commits::with_round_wait(max_fsyncs_per_sec, round_wait);
             let partitions: Vec<(Arc<Log>, Arc<Syncer>)> = (0..4)
                 .map(|p| {
                     let log = Log::open(&dir.path().join(p.to_string()), LogConfig::default(), 0);
