@@ -632,11 +632,27 @@ impl Log {
     /// `offset` and at `max_bytes` further on, are probed without waiting.
     pub fn read_would_wait(&self, offset: i64, max_bytes: usize) -> bool {
         let state = self.lock();
-        state
+        let mut budget = max_bytes as u64;
+        let segments = state
             .segments
             .range(..=offset)
             .next_back()
-            .is_some_and(|(_, segment)| !segment.headers_cached(offset, max_bytes as u64))
+            .into_iter()
+            .chain(state.segments.range((
+                std::ops::Bound::Excluded(offset),
+                std::ops::Bound::Unbounded,
+            )));
+        for (_, segment) in segments {
+            let (cached, held) = segment.headers_cached(offset, budget);
+            if !cached {
+                return true;
+            }
+            budget = budget.saturating_sub(held);
+            if budget == 0 {
+                break;
+            }
+        }
+        false
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`

@@ -574,10 +574,11 @@ impl Segment {
     }
 
     /// Whether the pages where finding the batches from `offset` up to `max_bytes` further on
-    /// reads headers (the index entries before each end) are in the page cache.
-    pub fn headers_cached(&self, offset: i64, max_bytes: u64) -> bool {
+    /// reads headers (the index entries before each end) are in the page cache, and how many
+    /// of the `max_bytes` this segment holds (the rest is in the next one).
+    pub fn headers_cached(&self, offset: i64, max_bytes: u64) -> (bool, u64) {
         if offset >= self.written_next_offset {
-            return true;
+            return (true, 0);
         }
         let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
         let idx = self.offset_index.partition_point(|e| e.0 <= rel);
@@ -586,14 +587,19 @@ impl Segment {
             .map_or(0, |i| self.offset_index[i].1 as u64);
         let limit = start.saturating_add(max_bytes);
         if limit >= self.written {
-            return crate::log::page_cached(&self.file, start);
+            return (
+                crate::log::page_cached(&self.file, start),
+                self.written - start,
+            );
         }
         // Where `batches_within` starts reading headers.
         let last = self.offset_index.partition_point(|e| e.1 as u64 <= limit);
         let scan_from = last
             .checked_sub(1)
             .map_or(start, |i| (self.offset_index[i].1 as u64).max(start));
-        crate::log::page_cached(&self.file, start) && crate::log::page_cached(&self.file, scan_from)
+        let cached = crate::log::page_cached(&self.file, start)
+            && crate::log::page_cached(&self.file, scan_from);
+        (cached, max_bytes)
     }
 
     /// The end of the whole batches from `pos` (a batch start) that fit before `limit`, and

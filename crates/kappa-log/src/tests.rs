@@ -1094,3 +1094,35 @@ fn a_log_tells_whether_finding_batches_would_wait_for_the_disk() {
     assert!(!read.bytes.is_empty());
     assert!(!log.read_would_wait(middle, 1 << 20), "read again");
 }
+
+/// A fetch that runs past the end of its segment reads the next segment's headers too.
+#[test]
+fn the_next_segment_counts_when_a_read_runs_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 512 * 1024,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    for i in 0..200 {
+        log.append(&make_batch(10, i, 8_000), 0).unwrap();
+    }
+    log.flush_to(log.end_offset()).unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2);
+    let second = std::fs::File::open(&segments[1]).unwrap();
+    rustix::fs::fadvise(&second, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    if rustix::fs::fstatfs(&second).unwrap().f_type as i64 == TMPFS_MAGIC {
+        eprintln!("skipped: {} is on tmpfs, which cannot drop pages", dir.path().display());
+        return;
+    }
+    // Offset 0 is in the cached first segment; 64 KiB from it stays there, 1 MiB does not.
+    assert!(!log.read_would_wait(0, 64 * 1024));
+    assert!(log.read_would_wait(0, 1 << 20));
+}
