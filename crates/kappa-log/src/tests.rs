@@ -1037,12 +1037,7 @@ fn file_slices_tell_whether_the_page_cache_holds_them() {
     };
     assert!(slice.in_page_cache(), "just written");
     rustix::fs::fadvise(&*slice.file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if rustix::fs::fstatfs(&*slice.file).unwrap().f_type as i64 == TMPFS_MAGIC {
-        eprintln!(
-            "skipped: {} is on tmpfs, which cannot drop pages",
-            dir.path().display()
-        );
+    if on_tmpfs(&slice.file) {
         return;
     }
     assert!(!slice.in_page_cache(), "dropped from the page cache");
@@ -1076,12 +1071,7 @@ fn a_log_tells_whether_finding_batches_would_wait_for_the_disk() {
     let segment = std::fs::File::open(last_segment_file(dir.path())).unwrap();
     assert!(!log.read_would_wait(0, 1 << 20), "just written");
     rustix::fs::fadvise(&segment, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if rustix::fs::fstatfs(&segment).unwrap().f_type as i64 == TMPFS_MAGIC {
-        eprintln!(
-            "skipped: {} is on tmpfs, which cannot drop pages",
-            dir.path().display()
-        );
+    if on_tmpfs(&segment) {
         return;
     }
     let middle = log.end_offset() / 2;
@@ -1117,12 +1107,20 @@ fn the_next_segment_counts_when_a_read_runs_into_it() {
     assert!(segments.len() >= 2);
     let second = std::fs::File::open(&segments[1]).unwrap();
     rustix::fs::fadvise(&second, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if rustix::fs::fstatfs(&second).unwrap().f_type as i64 == TMPFS_MAGIC {
-        eprintln!("skipped: {} is on tmpfs, which cannot drop pages", dir.path().display());
+    if on_tmpfs(&second) {
         return;
     }
     // Offset 0 is in the cached first segment; 64 KiB from it stays there, 1 MiB does not.
     assert!(!log.read_would_wait(0, 64 * 1024));
     assert!(log.read_would_wait(0, 1 << 20));
+}
+
+/// tmpfs keeps every page in memory, so the page-cache tests cannot drop any there.
+fn on_tmpfs(file: &std::fs::File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let tmpfs = rustix::fs::fstatfs(file).unwrap().f_type as i64 == TMPFS_MAGIC;
+    if tmpfs {
+        eprintln!("skipped: the test directory is on tmpfs, which cannot drop pages");
+    }
+    tmpfs
 }
