@@ -156,6 +156,20 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
+    /// The segment holding `offset` (the last one starting at or before it), then the later ones.
+    fn segments_from(&self, offset: i64) -> impl Iterator<Item = &Segment> {
+        let later = (
+            std::ops::Bound::Excluded(offset),
+            std::ops::Bound::Unbounded,
+        );
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(later))
+            .map(|(_, segment)| segment)
+    }
+
     fn active(&self) -> &Segment {
         self.segments
             .values()
@@ -633,16 +647,7 @@ impl Log {
     pub fn read_would_wait(&self, offset: i64, max_bytes: usize) -> bool {
         let state = self.lock();
         let mut budget = max_bytes as u64;
-        let segments = state
-            .segments
-            .range(..=offset)
-            .next_back()
-            .into_iter()
-            .chain(state.segments.range((
-                std::ops::Bound::Excluded(offset),
-                std::ops::Bound::Unbounded,
-            )));
-        for (_, segment) in segments {
+        for segment in state.segments_from(offset) {
             let (cached, held) = segment.headers_cached(offset, budget);
             if !cached {
                 return true;
@@ -687,17 +692,8 @@ impl Log {
             log_start_offset: start,
             next_offset: offset,
         };
-        let candidates = state
-            .segments
-            .range(..=offset)
-            .next_back()
-            .into_iter()
-            .chain(state.segments.range((
-                std::ops::Bound::Excluded(offset),
-                std::ops::Bound::Unbounded,
-            )));
         let mut budget = max_bytes as u64;
-        for (_, segment) in candidates {
+        for segment in state.segments_from(offset) {
             let Some(pos) = segment.position_of(offset)? else {
                 continue;
             };
