@@ -67,15 +67,11 @@ impl Commits {
         self.task.get_or_init(|| {
             tokio::spawn(round_loop(Arc::downgrade(self), self.wake.clone())).abort_handle()
         });
-        self.enqueue(partition);
+        push_once(
+            &mut self.queued.lock().unwrap_or_else(|e| e.into_inner()),
+            partition,
+        );
         self.wake.notify_one();
-    }
-
-    fn enqueue(&self, partition: &Arc<Shared>) {
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        if !queued.iter().any(|q| Arc::ptr_eq(q, partition)) {
-            queued.push(partition.clone());
-        }
     }
 
     /// Notes how long an fsync took, in the histogram and in the running average.
@@ -115,13 +111,21 @@ impl Commits {
         partition.syncing.store(false, Ordering::Release);
         if partition.sync_wanted.load(Ordering::Acquire) > *partition.durable.borrow()
             && !partition.failed()
-            && !queued.iter().any(|q| Arc::ptr_eq(q, partition))
+            && push_once(&mut queued, partition)
         {
-            queued.push(partition.clone());
             drop(queued);
             self.wake.notify_one();
         }
     }
+}
+
+/// Queues a partition for the next round unless it is queued already; whether it was added.
+fn push_once(queued: &mut Vec<Arc<Shared>>, partition: &Arc<Shared>) -> bool {
+    let absent = !queued.iter().any(|q| Arc::ptr_eq(q, partition));
+    if absent {
+        queued.push(partition.clone());
+    }
+    absent
 }
 
 impl Drop for Commits {
