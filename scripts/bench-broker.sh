@@ -24,17 +24,23 @@ rm -f "$dir/dd"
 pid=$!
 sleep 1
 b="--bootstrap-server 127.0.0.1:$port"
-"$kappa" bench produce $b --topic acks-all --records "$records" --record-size 1024 --partitions 6 --acks all | tee "$dir/all.txt"
-"$kappa" bench produce $b --topic acks-1 --records "$records" --record-size 1024 --partitions 6 --acks 1 | tee "$dir/one.txt"
+# Each throughput run twice: with librdkafka, and with Kappa's own lean producer
+# (`--client native`), which spends a fifth of librdkafka's CPU per GB and so leaves the
+# broker most of the two cores.
+produce() { "$kappa" bench produce $b --records "$records" --record-size 1024 --partitions 6 "$@"; }
+produce --topic acks-all --acks all | tee "$dir/all.txt"
+produce --topic acks-all-native --acks all --client native | tee "$dir/all-native.txt"
+produce --topic acks-1 --acks 1 | tee "$dir/one.txt"
+produce --topic acks-1-native --acks 1 --client native | tee "$dir/one-native.txt"
 # The first read follows the writes closely (the kernel may still be writing them back); the
 # next ones read from a warm page cache.
 for run in 1 2 3 4 5 6; do
   "$kappa" bench consume $b --topic acks-all
 done
-max=$(sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$dir/all.txt")
-half=$((max / 2))
-max_one=$(sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$dir/one.txt")
-half_one=$((max_one / 2))
+rate_of() { sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' "$1"; }
+half=$(($(rate_of "$dir/all-native.txt") / 2))
+half_one=$(($(rate_of "$dir/one-native.txt") / 2))
+half_rdkafka=$(($(rate_of "$dir/all.txt") / 2))
 # The broker's own histograms: fsync durations, and Produce request durations (arrival to
 # answer), as cumulative buckets "name le count". They tell device stalls from the rest.
 broker_histograms() {
@@ -56,32 +62,33 @@ broker_summary() {
          }
        }' "$1" "$2"
 }
-# Latency is measured on a settled disk: right after the 2 GB written above, the device is
+# One latency run of 10 s at `rate` records/s, with what the broker saw during it.
+latency_run() {
+  local topic=$1 rate=$2; shift 2
+  broker_histograms >"$dir/h0"
+  "$kappa" bench produce $b --topic "$topic" --records $((rate * 10)) --record-size 1024 --partitions 6 --rate "$rate" --linger-ms 1 "$@"
+  broker_histograms >"$dir/h1"
+  broker_summary "$dir/h0" "$dir/h1"
+}
+# Latency is measured on a settled disk: right after the 4 GB written above, the device is
 # still absorbing them and stalls fsyncs for 50-150 ms (docs/benchmarks.md).
-sync
-sleep 20
-# Latency at half the acks=all maximum, twice: first while the page cache still grows into
-# memory this VM has never touched (slow to write: see docs/benchmarks.md), then after the
-# throughput topics are deleted, so appends reuse page-cache memory, as on a broker whose
-# page cache is full (the steady state of any long-running broker).
-echo "latency, page cache growing into untouched memory:"
-broker_histograms >"$dir/f0"
-"$kappa" bench produce $b --topic latency --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
-broker_histograms >"$dir/f1"
-broker_summary "$dir/f0" "$dir/f1"
-"$kappa" topic delete $b acks-1 >/dev/null
-"$kappa" topic delete $b latency >/dev/null
-sync
-sleep 20
-echo "latency, page cache reusing memory:"
-broker_histograms >"$dir/f2"
-"$kappa" bench produce $b --topic latency2 --records $((half * 10)) --record-size 1024 --partitions 6 --acks all --rate "$half" --linger-ms 1
-broker_histograms >"$dir/f3"
-broker_summary "$dir/f2" "$dir/f3"
+settle() { sync; sleep 20; }
+settle
+# Latency at half the acks=all maximum (the native producer's), twice: first while the page
+# cache still grows into memory this VM has never touched (slow to write: see
+# docs/benchmarks.md), then after the throughput topics are deleted, so appends reuse
+# page-cache memory, as on a broker whose page cache is full (the steady state of any
+# long-running broker).
+echo "latency, acks=all, native producer, page cache growing into untouched memory:"
+latency_run latency "$half" --acks all --client native
+for t in acks-1 acks-1-native acks-all-native latency; do "$kappa" topic delete $b $t >/dev/null; done
+settle
+echo "latency, acks=all, native producer, page cache reusing memory:"
+latency_run latency2 "$half" --acks all --client native
+settle
+echo "latency, acks=all, librdkafka at half its own maximum:"
+latency_run latency3 "$half_rdkafka" --acks all
 # And acks=1 at half its own maximum: no fsync in the answer's path.
-echo "latency, acks=1:"
-broker_histograms >"$dir/f4"
-"$kappa" bench produce $b --topic latency1 --records $((half_one * 10)) --record-size 1024 --partitions 6 --acks 1 --rate "$half_one" --linger-ms 1
-broker_histograms >"$dir/f5"
-broker_summary "$dir/f4" "$dir/f5"
+echo "latency, acks=1, native producer:"
+latency_run latency1 "$half_one" --acks 1 --client native
 "$kappa" bench consume $b --topic acks-all --group bench-group --members 3

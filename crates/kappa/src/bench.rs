@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::bench_producer::ProduceOutcome;
 use crate::client::Connection;
 use crate::nexmark::{EventKind, GeneratorConfig, NexmarkGenerator, DEFAULT_BASE_TIME_MS};
 
@@ -45,6 +46,15 @@ pub enum BenchCommand {
         rate: u64,
         #[arg(long, default_value = "none")]
         compression: String,
+        /// The producer: librdkafka, or Kappa's own lean one (no compression, no -X
+        /// properties), which leaves the broker most of the CPU on a small machine.
+        #[arg(long, value_enum, default_value_t = BenchClient::Librdkafka)]
+        client: BenchClient,
+        /// With `--client native`: Produce requests awaiting their answer per connection.
+        /// Kappa answers pipelined requests concurrently, so a deep pipeline keeps requests
+        /// from queueing in the client behind an fsync (librdkafka allows 1,000,000).
+        #[arg(long, default_value_t = 64)]
+        max_in_flight: usize,
         /// Also print one line per second of sending: records, p50, p99 and max latency of
         /// the records sent in that second (as kafka-producer-perf-test's periodic lines).
         #[arg(long)]
@@ -104,6 +114,12 @@ pub enum BenchCommand {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchClient {
+    Librdkafka,
+    Native,
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce {
@@ -116,6 +132,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             linger_ms,
             rate,
             compression,
+            client,
+            max_in_flight,
             timeline,
             conn,
         } => {
@@ -127,86 +145,66 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     Err((t, e)) => bail!("cannot create {t}: {e}"),
                 }
             }
-            let context = LatencyContext {
-                start: Instant::now(),
-                latencies_us: Mutex::new(Vec::with_capacity(records as usize)),
-                sent_ms: Mutex::new(Vec::with_capacity(if timeline {
-                    records as usize
-                } else {
-                    0
-                })),
-                timeline,
-                failed: AtomicU64::new(0),
-            };
-            let (batch_size, linger_ms) = (batch_size.to_string(), linger_ms.to_string());
-            let producer: ThreadedProducer<LatencyContext> = conn
-                .client_config_with(&[
-                    ("acks", &acks),
-                    ("batch.size", &batch_size),
-                    ("linger.ms", &linger_ms),
-                    ("compression.codec", &compression),
-                    ("queue.buffering.max.kbytes", "1048576"),
-                    ("queue.buffering.max.messages", "1000000"),
-                ])
-                .create_with_context(context)
-                .context("creating producer")?;
-            let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
-            let topic2 = topic.clone();
-            let (elapsed, producer) = tokio::task::spawn_blocking(
-                move || -> anyhow::Result<(f64, ThreadedProducer<LatencyContext>)> {
-                    let start = Instant::now();
-                    let mut key = String::new();
-                    for i in 0..records {
-                        if rate > 0 {
-                            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                            let now = Instant::now();
-                            if due > now + Duration::from_micros(200) {
-                                std::thread::sleep(due - now);
-                            }
-                        }
-                        key.clear();
-                        use std::fmt::Write;
-                        let _ = write!(key, "{}", i % 1024);
-                        let sent = producer.context().start.elapsed().as_nanos() as usize;
-                        let mut record = BaseRecord::with_opaque_to(&topic2, sent)
-                            .payload(&payload[..])
-                            .key(&key);
-                        loop {
-                            match producer.send(record) {
-                                Ok(()) => break,
-                                Err((
-                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                    r,
-                                )) => {
-                                    record = r;
-                                    std::thread::sleep(Duration::from_micros(500));
-                                }
-                                Err((e, _)) => bail!("produce failed: {e}"),
-                            }
-                        }
+            let outcome = match client {
+                BenchClient::Librdkafka => {
+                    librdkafka_produce(
+                        &conn,
+                        &topic,
+                        records,
+                        record_size,
+                        [
+                            &acks,
+                            &batch_size.to_string(),
+                            &linger_ms.to_string(),
+                            &compression,
+                        ],
+                        rate,
+                        timeline,
+                    )
+                    .await?
+                }
+                BenchClient::Native => {
+                    if compression != "none" || !conn.properties.is_empty() {
+                        bail!(
+                            "--client native sends uncompressed records and takes no -X properties"
+                        );
                     }
-                    producer.flush(Duration::from_secs(120))?;
-                    Ok((start.elapsed().as_secs_f64(), producer))
-                },
-            )
-            .await??;
-            let failed = producer.context().failed.load(Ordering::Relaxed);
+                    let job = crate::bench_producer::NativeProduce {
+                        bootstrap: conn.bootstrap_server.clone(),
+                        topic: topic.clone(),
+                        records,
+                        record_size,
+                        acks: match acks.as_str() {
+                            "all" | "-1" => -1,
+                            "1" => 1,
+                            "0" => 0,
+                            other => bail!("--acks {other}: expected all, -1, 1 or 0"),
+                        },
+                        batch_size,
+                        linger: Duration::from_millis(linger_ms),
+                        rate,
+                        max_in_flight,
+                    };
+                    tokio::task::spawn_blocking(move || crate::bench_producer::run(&job)).await??
+                }
+            };
+            let ProduceOutcome {
+                elapsed,
+                mut latencies_us,
+                sent_ms,
+                failed,
+                first_error,
+            } = outcome;
             if timeline {
-                print_timeline(producer.context());
+                print_timeline(&sent_ms, &latencies_us);
             }
-            let mut latencies = std::mem::take(
-                &mut *producer
-                    .context()
-                    .latencies_us
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-            latencies.sort_unstable();
-            let pct = |p: f64| percentile_ms(&latencies, p);
-            let ok = latencies.len() as f64;
+            latencies_us.sort_unstable();
+            let pct = |p: f64| percentile_ms(&latencies_us, p);
+            let ok = latencies_us.len() as f64;
+            let elapsed = elapsed.as_secs_f64();
             println!(
                 "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions{}: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
-                latencies.len(),
+                latencies_us.len(),
                 if rate > 0 { format!(", target {rate} records/s") } else { String::new() },
                 ok / elapsed,
                 ok * record_size as f64 / elapsed / 1e6,
@@ -216,7 +214,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 pct(1.0),
             );
             if failed > 0 {
-                bail!("{failed} records failed");
+                bail!(
+                    "{failed} records failed{}",
+                    first_error
+                        .map(|e| format!(", the first with {e}"))
+                        .unwrap_or_default()
+                );
             }
         }
         BenchCommand::Consume {
@@ -294,6 +297,105 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `records` records through librdkafka; `[acks, batch.size, linger.ms, compression]`.
+async fn librdkafka_produce(
+    conn: &Connection,
+    topic: &str,
+    records: u64,
+    record_size: usize,
+    [acks, batch_size, linger_ms, compression]: [&str; 4],
+    rate: u64,
+    timeline: bool,
+) -> anyhow::Result<ProduceOutcome> {
+    let context = LatencyContext {
+        start: Instant::now(),
+        latencies_us: Mutex::new(Vec::with_capacity(records as usize)),
+        sent_ms: Mutex::new(Vec::with_capacity(if timeline {
+            records as usize
+        } else {
+            0
+        })),
+        timeline,
+        failed: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    };
+    let producer: ThreadedProducer<LatencyContext> = conn
+        .client_config_with(&[
+            ("acks", acks),
+            ("batch.size", batch_size),
+            ("linger.ms", linger_ms),
+            ("compression.codec", compression),
+            ("queue.buffering.max.kbytes", "1048576"),
+            ("queue.buffering.max.messages", "1000000"),
+        ])
+        .create_with_context(context)
+        .context("creating producer")?;
+    let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
+    let topic = topic.to_string();
+    let (elapsed, producer) = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<(Duration, ThreadedProducer<LatencyContext>)> {
+            let start = Instant::now();
+            let mut key = String::new();
+            for i in 0..records {
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    let now = Instant::now();
+                    if due > now + Duration::from_micros(200) {
+                        std::thread::sleep(due - now);
+                    }
+                }
+                key.clear();
+                use std::fmt::Write;
+                let _ = write!(key, "{}", i % 1024);
+                let sent = producer.context().start.elapsed().as_nanos() as usize;
+                let record = BaseRecord::with_opaque_to(&topic, sent)
+                    .payload(&payload[..])
+                    .key(&key);
+                send_when_room(&producer, record)?;
+            }
+            producer.flush(Duration::from_secs(120))?;
+            Ok((start.elapsed(), producer))
+        },
+    )
+    .await??;
+    let take =
+        |m: &Mutex<Vec<u32>>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+    let outcome = ProduceOutcome {
+        elapsed,
+        latencies_us: take(&producer.context().latencies_us),
+        sent_ms: take(&producer.context().sent_ms),
+        failed: producer.context().failed.load(Ordering::Relaxed),
+        first_error: producer
+            .context()
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+    };
+    Ok(outcome)
+}
+/// Hands a record to librdkafka, waiting while its queue is full.
+fn send_when_room<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> anyhow::Result<()>
+where
+    C: ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err((e, _)) => bail!("produce failed: {e}"),
+        }
+    }
+}
+
 /// Generates the events and sends each to the topic of its kind (when there is a producer),
 /// paced to `rate` events/s when it is not 0.
 fn nexmark_bench(
@@ -343,19 +445,10 @@ fn nexmark_bench(
             use std::io::Write;
             let _ = write!(key, "{}", event.key);
         }
-        let mut record = BaseRecord::to(&topics[kind])
+        let record = BaseRecord::to(&topics[kind])
             .payload(&payload[..])
             .key(&key[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-                Err((e, _)) => bail!("produce failed: {e}"),
-            }
-        }
+        send_when_room(producer, record)?;
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             let secs = start.elapsed().as_secs_f64();
@@ -481,6 +574,7 @@ struct LatencyContext {
     sent_ms: Mutex<Vec<u32>>,
     timeline: bool,
     failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
 }
 
 /// The `p` quantile (0..=1) of sorted microsecond latencies, in milliseconds.
@@ -492,14 +586,9 @@ pub(crate) fn percentile_ms<T: Copy + Into<u64>>(sorted_us: &[T], p: f64) -> f64
 }
 
 /// One line per second of sending: how many records were sent in it and their latencies.
-fn print_timeline(context: &LatencyContext) {
-    let latencies = context
-        .latencies_us
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let sent = context.sent_ms.lock().unwrap_or_else(|e| e.into_inner());
+fn print_timeline(sent_ms: &[u32], latencies_us: &[u32]) {
     let mut seconds: Vec<Vec<u32>> = Vec::new();
-    for (&at, &latency) in sent.iter().zip(latencies.iter()) {
+    for (&at, &latency) in sent_ms.iter().zip(latencies_us) {
         let second = (at / 1000) as usize;
         if seconds.len() <= second {
             seconds.resize_with(second + 1, Vec::new);
@@ -541,8 +630,10 @@ impl ProducerContext for LatencyContext {
                         .push((sent_nanos / 1_000_000) as u32);
                 }
             }
-            Err(_) => {
+            Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| e.to_string());
             }
         }
     }
