@@ -200,10 +200,15 @@ impl Syncer {
     }
 
     /// Returns once everything below `offset` is on disk (or the disk failed).
-    /// The fsync round writes what it syncs, so the write loop is left alone.
+    /// The fsync round writes what it syncs, so the write loop is left alone, unless the
+    /// partition's fsync is running now: then the write loop copies the new appends into the
+    /// file meanwhile, and the next round has only to fsync them.
     pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
         if *self.shared.durable.borrow() < offset {
             self.shared.sync_wanted.fetch_max(offset, Ordering::AcqRel);
+            if self.shared.syncing.load(Ordering::Acquire) {
+                self.kick();
+            }
             self.commits.request_sync(&self.shared);
         }
         self.wait(&self.shared.durable, offset).await
