@@ -44,6 +44,8 @@ pub(crate) struct Segment {
     /// the buffer starts with the file's partial last block, which is written again with them.
     pending: AlignedBuf,
     pending_from: u64,
+    /// File position up to which the kernel was asked to start writing back (buffered writes).
+    writeback_from: u64,
     /// The newest directly written bytes, ending at `written`.
     recent: TailCache,
     /// Largest batch max-timestamp in the segment; -1 when empty.
@@ -77,6 +79,8 @@ pub(crate) struct PendingWrite {
     position: u64,
     file: Arc<File>,
     direct: Option<Arc<File>>,
+    /// Where the segment's writeback stands; moved on by [`PendingWrite::write`].
+    writeback_from: u64,
     /// The segment's size and next offset once these bytes are in the file.
     pub end: u64,
     pub next_offset: i64,
@@ -99,7 +103,25 @@ impl PendingWrite {
             }
         }
         self.file.write_all_at(self.buf.as_slice(), self.position)?;
+        self.start_writeback();
         Ok(self.direct.is_none())
+    }
+
+    /// Asks the kernel to start writing back the buffered bytes once `WRITEBACK_AFTER_BYTES`
+    /// have gathered, without waiting for it (as RocksDB's `bytes_per_sync`). Otherwise dirty
+    /// pages pile up to the kernel's background threshold (gigabytes on a large machine), and
+    /// its flusher then writes them in a burst that stalls appends and fsyncs for tens of ms.
+    fn start_writeback(&mut self) {
+        let end = self.position + self.buf.len() as u64;
+        if end < self.writeback_from + WRITEBACK_AFTER_BYTES {
+            return;
+        }
+        if let Err(e) = start_writeback(&self.file, self.writeback_from, end - self.writeback_from)
+        {
+            // Only a hint: a failed write-out still fails the next fsync.
+            tracing::debug!(error = %e, "sync_file_range");
+        }
+        self.writeback_from = end;
     }
 
     /// The emptied buffer, for the next write.
@@ -107,6 +129,30 @@ impl PendingWrite {
         self.buf.clear();
         self.buf.shrink(PENDING_KEEP_BYTES);
         self.buf
+    }
+}
+
+/// Buffered bytes written before the log asks the kernel to write them back.
+const WRITEBACK_AFTER_BYTES: u64 = 1 << 20;
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts write-out of the dirty pages in the range
+/// and returns without waiting (neither rustix nor nix offers it).
+fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor `file` keeps open for the call; it reads
+    // no memory of this process.
+    let r = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -139,6 +185,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            writeback_from: 0,
             recent: TailCache::default(),
             max_timestamp: -1,
             created_ms: now_ms,
@@ -180,6 +227,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            writeback_from: file_len,
             recent: TailCache::default(),
             max_timestamp: -1,
             created_ms,
@@ -449,6 +497,7 @@ impl Segment {
             position,
             file: Arc::clone(&self.file),
             direct,
+            writeback_from: self.writeback_from,
             end: self.size,
             next_offset: self.next_offset,
         })
@@ -457,6 +506,7 @@ impl Segment {
     /// Records that a [`PendingWrite`] reached the file; `direct_ok` false stops direct writes.
     /// Directly written bytes are kept for tail readers, up to `cache_bytes`.
     pub fn written_through(&mut self, job: &PendingWrite, direct_ok: bool, cache_bytes: u64) {
+        self.writeback_from = self.writeback_from.max(job.writeback_from);
         if !direct_ok {
             if let Direct::On(_) = self.direct {
                 tracing::info!(segment = %log_path(&self.dir, self.base_offset).display(), "direct I/O refused; writing through the page cache");
