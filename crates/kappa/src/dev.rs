@@ -44,7 +44,7 @@ pub struct DevArgs {
     #[arg(long, env = "KAPPA_FLUSH")]
     flush: Option<String>,
     /// Write partitions with O_DIRECT where the file system allows, keeping the newest
-    /// records in memory for consumers; `false` writes through the page cache [default: true]
+    /// records in memory for consumers; `false` writes through the page cache [default: false]
     #[arg(long, env = "KAPPA_DIRECT_WRITES")]
     direct_writes: Option<bool>,
 }
