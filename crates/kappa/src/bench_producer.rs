@@ -74,6 +74,7 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
     // One sender thread (and, unless acks=0, one reader thread) per leader.
     let mut senders: HashMap<BrokerId, SyncSender<SealedBatch>> = HashMap::new();
     let mut threads = Vec::new();
+    let start = Instant::now();
     // Batch buffers come back once their request is encoded: fresh 1 MB allocations would
     // each cost page faults, more than the records' own encoding.
     let (recycle, recycled) = channel::<Vec<u8>>();
@@ -90,11 +91,10 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
         // producer whose buffer memory is full.
         let (tx, rx) = sync_channel(4 * partitions.max(4));
         senders.insert(node, tx);
-        threads.push(spawn_connection(conn, job, rx, recycle.clone())?);
+        threads.push(spawn_connection(conn, job, rx, recycle.clone(), start)?);
     }
     drop(conn);
 
-    let start = Instant::now();
     let wall_ms_at_start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -159,13 +159,7 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
         }
     }
     drop(senders);
-    let mut outcome = ProduceOutcome {
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::with_capacity(job.records as usize),
-        sent_ms: Vec::with_capacity(job.records as usize),
-        failed: 0,
-        first_error: None,
-    };
+    let mut outcome = ProduceOutcome::empty();
     let mut ended = Ok(());
     for thread in threads {
         match thread.join() {
@@ -179,6 +173,16 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
 }
 
 impl ProduceOutcome {
+    fn empty() -> ProduceOutcome {
+        ProduceOutcome {
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+            sent_ms: Vec::new(),
+            failed: 0,
+            first_error: None,
+        }
+    }
+
     fn absorb(&mut self, part: ProduceOutcome) {
         self.latencies_us.extend(part.latencies_us);
         self.sent_ms.extend(part.sent_ms);
@@ -543,10 +547,10 @@ fn spawn_connection(
     job: &NativeProduce,
     batches: Receiver<SealedBatch>,
     recycle: Sender<Vec<u8>>,
+    start: Instant,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<ProduceOutcome>>> {
     let version = conn.version(ApiKey::Produce, 3, 9)?;
     let (acks, topic) = (job.acks, job.topic.clone());
-    let start = Instant::now();
     // The reader takes a request off this channel when it starts waiting for its answer,
     // so `max_in_flight - 1` queued plus the one it holds are in flight.
     let (in_flight_tx, in_flight_rx) = sync_channel::<InFlight>(job.max_in_flight - 1);
@@ -567,48 +571,37 @@ fn spawn_connection(
             acks,
             topic_name,
             (batches, recycle),
-            in_flight_tx,
+            (in_flight_tx, start),
         );
-        // With acks=0 nothing answers: a record counts as done once written.
-        let written = match reader {
+        let answered = match reader {
             Some(reader) => reader
                 .join()
                 .map_err(|_| anyhow!("the reader thread panicked"))?,
-            None => sent
-                .as_ref()
-                .map(|_| ProduceOutcome {
-                    elapsed: Duration::ZERO,
-                    latencies_us: Vec::new(),
-                    sent_ms: Vec::new(),
-                    failed: 0,
-                    first_error: None,
-                })
-                .map_err(|e| anyhow!("{e:#}")),
+            None => Ok(ProduceOutcome::empty()),
         };
-        match (sent, written) {
-            (Ok(unanswered), Ok(mut outcome)) => {
-                for batch in unanswered {
-                    outcome.record(&batch, start, None);
-                }
+        // The reader's error first: a sender stops with "connection ended" when it does.
+        match (sent, answered) {
+            (Ok(written), Ok(mut outcome)) => {
+                outcome.absorb(written);
                 Ok(outcome)
             }
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            (_, Err(e)) | (Err(e), _) => Err(e),
         }
     }))
 }
 
 /// Sends every batch, one per partition per request, gathering those already waiting into
 /// the same request, and hands each batch's buffer back to `recycle` once encoded. With
-/// acks=0 returns the batches sent (nobody answers them).
+/// acks=0 nobody answers: the records it returns count as done once written.
 fn send_batches(
     conn: &mut BrokerConnection,
     version: i16,
     acks: i16,
     topic: TopicName,
     (batches, recycle): (Receiver<SealedBatch>, Sender<Vec<u8>>),
-    in_flight: SyncSender<InFlight>,
-) -> anyhow::Result<Vec<(i32, Vec<Duration>)>> {
-    let mut unanswered = Vec::new();
+    (in_flight, start): (SyncSender<InFlight>, Instant),
+) -> anyhow::Result<ProduceOutcome> {
+    let mut unanswered = ProduceOutcome::empty();
     // Batches received whose partition already had one in the request being gathered.
     let mut waiting: Vec<SealedBatch> = Vec::new();
     let mut frame = BytesMut::new();
@@ -673,7 +666,9 @@ fn send_batches(
         }
         if acks == 0 {
             conn.stream.write_all(&frame)?;
-            unanswered.extend(record.batches);
+            for (_, sent) in &record.batches {
+                unanswered.record(sent, start, None);
+            }
         } else {
             in_flight
                 .send(record)
@@ -693,13 +688,7 @@ fn read_produce_answers(
     in_flight: Receiver<InFlight>,
     start: Instant,
 ) -> anyhow::Result<ProduceOutcome> {
-    let mut outcome = ProduceOutcome {
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-        sent_ms: Vec::new(),
-        failed: 0,
-        first_error: None,
-    };
+    let mut outcome = ProduceOutcome::empty();
     let mut stream = BufReader::new(stream);
     while let Ok(request) = in_flight.recv() {
         let response: ProduceResponse = read_answer(
@@ -720,23 +709,24 @@ fn read_produce_answers(
                 Some(code) => code.err().map(|e| format!("partition {partition}: {e}")),
                 None => Some(format!("partition {partition}: missing from the answer")),
             };
-            outcome.record(&(*partition, sent.clone()), start, error);
+            outcome.record(sent, start, error);
         }
     }
     Ok(outcome)
 }
 
 impl ProduceOutcome {
-    /// Counts one batch's records as answered now, or failed with `error`.
-    fn record(&mut self, batch: &(i32, Vec<Duration>), start: Instant, error: Option<String>) {
+    /// Counts one batch's records (sent at `sent`, since `start`) as answered now, or failed
+    /// with `error`.
+    fn record(&mut self, sent: &[Duration], start: Instant, error: Option<String>) {
         let now = start.elapsed();
         match error {
             Some(e) => {
-                self.failed += batch.1.len() as u64;
+                self.failed += sent.len() as u64;
                 self.first_error.get_or_insert(e);
             }
             None => {
-                for &sent in &batch.1 {
+                for &sent in sent {
                     self.latencies_us
                         .push(now.saturating_sub(sent).as_micros() as u32);
                     self.sent_ms.push(sent.as_millis() as u32);
