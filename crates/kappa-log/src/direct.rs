@@ -44,6 +44,12 @@ impl AlignedBuf {
         self.len = 0;
     }
 
+    /// Bytes it can hold without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.raw.len().saturating_sub(self.start)
+    }
+
     /// Appends `data` and returns the copy, for the caller to stamp offsets into.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> &mut [u8] {
         let at = self.len;
@@ -62,9 +68,12 @@ impl AlignedBuf {
         &self.raw[self.start..self.start + padded]
     }
 
-    /// Frees a buffer one large write grew, once it is empty again.
-    pub fn shrink(&mut self, keep: usize) {
-        if self.len == 0 && self.raw.len() > keep + BLOCK {
+    /// Frees an emptied buffer that is larger than `keep`, or that is over 4 MiB and was
+    /// mostly idle in the write it just held (`used` bytes, under a 16th): the load went down.
+    pub fn shrink(&mut self, used: usize, keep: usize) {
+        let capacity = self.raw.len().saturating_sub(BLOCK);
+        let idle = capacity > (4 << 20) && used < capacity / 16;
+        if self.len == 0 && (capacity > keep || idle) {
             *self = AlignedBuf::default();
         }
     }
@@ -218,6 +227,31 @@ pub(crate) fn is_padding(file: &File, pos: u64, file_len: u64) -> io::Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A busy partition keeps its grown buffer; one whose writes became small, or that grew
+    /// past the cap, gives the memory back.
+    #[test]
+    fn write_buffers_are_kept_while_busy_and_freed_when_load_drops() {
+        let mut buf = AlignedBuf::default();
+        buf.extend_from_slice(&vec![1u8; 6 << 20]);
+        let grown = buf.capacity();
+        assert!(grown >= 6 << 20);
+        buf.clear();
+        buf.shrink(6 << 20, 32 << 20);
+        assert_eq!(buf.capacity(), grown, "busy: kept");
+        buf.extend_from_slice(&vec![2u8; 1 << 20]);
+        buf.clear();
+        buf.shrink(1 << 20, 32 << 20);
+        assert_eq!(buf.capacity(), grown, "a smaller write: kept");
+        buf.extend_from_slice(&vec![2u8; 256 << 10]);
+        buf.clear();
+        buf.shrink(256 << 10, 32 << 20);
+        assert_eq!(buf.capacity(), 0, "mostly idle: freed");
+        buf.extend_from_slice(&vec![3u8; 6 << 20]);
+        buf.clear();
+        buf.shrink(6 << 20, 4 << 20);
+        assert_eq!(buf.capacity(), 0, "over the cap: freed");
+    }
 
     #[test]
     fn the_tail_cache_keeps_the_newest_bytes_and_reads_them_back_across_chunks() {

@@ -126,8 +126,9 @@ impl PendingWrite {
 
     /// The emptied buffer, for the next write.
     pub fn into_buffer(mut self) -> AlignedBuf {
+        let used = self.buf.len();
         self.buf.clear();
-        self.buf.shrink(PENDING_KEEP_BYTES);
+        self.buf.shrink(used, PENDING_KEEP_BYTES);
         self.buf
     }
 }
@@ -157,7 +158,10 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 }
 
 /// Largest write buffer a partition keeps between writes.
-const PENDING_KEEP_BYTES: usize = 4 << 20;
+/// Growing a buffer costs zero-filling or faulting in fresh memory, more than the copy into it,
+/// so a partition under heavy load keeps its buffers (two) up to this size; see
+/// [`AlignedBuf::shrink`] for when they go.
+const PENDING_KEEP_BYTES: usize = 32 << 20;
 
 /// What opening a segment found.
 pub(crate) struct Opened {
