@@ -52,7 +52,19 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// glibc hands blocks over 128 KiB (request frames, write buffers) back to the kernel when
+/// they are freed, and the next one then faults in fresh, zeroed pages: a tenth of the broker's
+/// time under heavy produce. A broker reuses such blocks all the time, so it keeps them.
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator settings; it is called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    keep_freed_memory();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
