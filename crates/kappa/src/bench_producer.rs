@@ -95,6 +95,33 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
     }
     drop(conn);
 
+    // A connection thread that fails makes the generator stop with "connection ended"; its
+    // own error (the cause) is the one reported.
+    let generated = generate(job, &topology, &senders, start, &recycled);
+    drop(senders);
+    let mut outcome = ProduceOutcome::empty();
+    let mut ended = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(part)) => outcome.absorb(part),
+            Ok(Err(e)) => ended = Err(e),
+            Err(_) => ended = Err(anyhow!("a connection thread panicked")),
+        }
+    }
+    outcome.elapsed = start.elapsed();
+    ended.and(generated).map(|()| outcome)
+}
+
+/// Generates the records, `job.rate` a second if set, into batches handed to the leaders'
+/// connections.
+fn generate(
+    job: &NativeProduce,
+    topology: &Topology,
+    senders: &HashMap<BrokerId, SyncSender<SealedBatch>>,
+    start: Instant,
+    recycled: &Receiver<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let partitions = topology.leader_of.len();
     let wall_ms_at_start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -158,18 +185,7 @@ pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
             deliver(partition, batch)?;
         }
     }
-    drop(senders);
-    let mut outcome = ProduceOutcome::empty();
-    let mut ended = Ok(());
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(part)) => outcome.absorb(part),
-            Ok(Err(e)) => ended = Err(e),
-            Err(_) => ended = Err(anyhow!("a connection thread panicked")),
-        }
-    }
-    outcome.elapsed = start.elapsed();
-    ended.map(|()| outcome)
+    Ok(())
 }
 
 impl ProduceOutcome {
