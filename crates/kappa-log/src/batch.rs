@@ -92,17 +92,44 @@ impl BatchHeader {
     }
 }
 
+/// CRC-32C (Castagnoli), the checksum of RecordBatch v2. `crc-fast` folds the data with
+/// carry-less multiplication (VPCLMULQDQ where the CPU has it): about four times the `crc32c`
+/// crate's speed on data in cache, and 1.5 times on data coming from memory.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
 /// Parses and fully checks one batch a producer sent, at the start of `buf`: magic 2, a length
 /// that fits in `buf`, a matching CRC-32C, and records whose offsets are dense (n records,
 /// deltas 0..n-1). Returns the header.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, LogError> {
-    validate_as(buf, Origin::Producer)
+    validate_as(buf, Origin::Producer, Body::Check)
+}
+
+/// The checks [`validate_all_but_body`] leaves out, on a batch whose header it returned: the
+/// CRC-32C and, uncompressed, the records' framing.
+pub fn check_body(batch: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+    check_body_as(batch, header, Origin::Producer)
+}
+
+fn check_body_as(batch: &[u8], header: &BatchHeader, origin: Origin) -> Result<(), LogError> {
+    let computed = crc32c(&batch[OFF_ATTRIBUTES..header.size]);
+    if computed != header.crc {
+        return Err(LogError::CorruptBatch(format!(
+            "CRC mismatch: stored {:#010x}, computed {computed:#010x}",
+            header.crc
+        )));
+    }
+    if header.compression_codec() == 0 {
+        check_record_framing(&batch[HEADER_LEN..header.size], header, origin)?;
+    }
+    Ok(())
 }
 
 /// Checks one batch read back from a segment. Compaction leaves gaps inside batches, so the
 /// record offsets need only rise within the batch's range.
 pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, LogError> {
-    validate_as(buf, Origin::Stored)
+    validate_as(buf, Origin::Stored, Body::Check)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -111,7 +138,14 @@ enum Origin {
     Stored,
 }
 
-fn validate_as(buf: &[u8], origin: Origin) -> Result<BatchHeader, LogError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Check,
+    /// The caller checks it with [`check_body`] (on its own copy of the bytes).
+    Later,
+}
+
+fn validate_as(buf: &[u8], origin: Origin, body: Body) -> Result<BatchHeader, LogError> {
     let header = BatchHeader::parse(buf)?;
     if header.magic != 2 {
         return Err(LogError::UnsupportedMagic(header.magic));
@@ -142,15 +176,8 @@ fn validate_as(buf: &[u8], origin: Origin) -> Result<BatchHeader, LogError> {
             header.last_offset_delta, header.record_count
         )));
     }
-    let computed = crc32c::crc32c(&buf[OFF_ATTRIBUTES..header.size]);
-    if computed != header.crc {
-        return Err(LogError::CorruptBatch(format!(
-            "CRC mismatch: stored {:#010x}, computed {computed:#010x}",
-            header.crc
-        )));
-    }
-    if header.compression_codec() == 0 {
-        check_record_framing(&buf[HEADER_LEN..header.size], &header, origin)?;
+    if body == Body::Check {
+        check_body_as(buf, &header, origin)?;
     }
     Ok(header)
 }
@@ -262,13 +289,24 @@ fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// Iterates over the batches of a buffer that holds whole batches, validating each.
-pub fn validate_all(mut buf: &[u8]) -> Result<Vec<BatchHeader>, LogError> {
+pub fn validate_all(buf: &[u8]) -> Result<Vec<BatchHeader>, LogError> {
+    validate_all_as(buf, Body::Check)
+}
+
+/// [`validate_all`] but for the batches' bodies (CRC, record framing), which the caller must
+/// check with [`check_body`]. The log checks them on its copy of the bytes right after making
+/// it, while they are in the CPU's cache: one pass over memory instead of two.
+pub fn validate_all_but_body(buf: &[u8]) -> Result<Vec<BatchHeader>, LogError> {
+    validate_all_as(buf, Body::Later)
+}
+
+fn validate_all_as(mut buf: &[u8], body: Body) -> Result<Vec<BatchHeader>, LogError> {
     let mut headers = Vec::new();
     if buf.is_empty() {
         return Err(LogError::CorruptBatch("no record batch".into()));
     }
     while !buf.is_empty() {
-        let header = validate(buf)?;
+        let header = validate_as(buf, Origin::Producer, body)?;
         buf = &buf[header.size..];
         headers.push(header);
     }
@@ -285,7 +323,7 @@ pub fn set_log_append_time(buf: &mut [u8], size: usize, now_ms: i64) {
     let attributes = i16::from_be_bytes(arr(buf, OFF_ATTRIBUTES)) | ATTR_TIMESTAMP_TYPE;
     buf[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     buf[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..size]);
+    let crc = crc32c(&buf[OFF_ATTRIBUTES..size]);
     buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -362,13 +400,13 @@ pub(crate) mod tests {
         buf[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_be_bytes());
         buf[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
         buf[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
+        let crc = crc32c(&buf[OFF_ATTRIBUTES..]);
         buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         buf
     }
 
     fn recrc(batch: &mut [u8]) {
-        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        let crc = crc32c(&batch[OFF_ATTRIBUTES..]);
         batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     }
 

@@ -17,6 +17,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 /// Alignment of direct writes (offset, length and memory): the largest logical block size of
 /// common devices, so it is valid on all of them.
@@ -25,7 +28,9 @@ pub(crate) const BLOCK: usize = 4096;
 /// A byte buffer whose data starts on a `BLOCK` boundary in memory.
 #[derive(Default)]
 pub(crate) struct AlignedBuf {
-    /// Over-allocated by a block so that an aligned region starts at `start`.
+    /// Allocated a block larger than needed, so that an aligned region starts at `start`.
+    /// Holds `start` bytes, the data, and after [`AlignedBuf::padded`] its zero padding; only
+    /// what is written is initialized, so growing it costs no zero-filling.
     raw: Vec<u8>,
     start: usize,
     len: usize,
@@ -44,84 +49,141 @@ impl AlignedBuf {
         self.len = 0;
     }
 
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Bytes it can hold without growing.
-    #[cfg(test)]
     pub fn capacity(&self) -> usize {
-        self.raw.len().saturating_sub(self.start)
+        self.raw.capacity().saturating_sub(self.start)
     }
 
     /// Appends `data` and returns the copy, for the caller to stamp offsets into.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> &mut [u8] {
-        let at = self.len;
-        self.reserve(at + data.len());
-        let region = &mut self.raw[self.start + at..self.start + at + data.len()];
-        region.copy_from_slice(data);
+        self.reserve(self.len + data.len());
+        let at = self.start + self.len;
+        self.raw.truncate(at);
+        self.raw.extend_from_slice(data);
         self.len += data.len();
-        region
+        &mut self.raw[at..]
     }
 
     /// The data followed by zeros up to the next block boundary: what a direct write takes.
     pub fn padded(&mut self) -> &[u8] {
         let padded = self.len.div_ceil(BLOCK) * BLOCK;
         self.reserve(padded);
-        self.raw[self.start + self.len..self.start + padded].fill(0);
-        &self.raw[self.start..self.start + padded]
+        self.raw.truncate(self.start + self.len);
+        self.raw.resize(self.start + padded, 0);
+        &self.raw[self.start..]
     }
 
     /// Frees an emptied buffer that is larger than `keep`, or that is over 4 MiB and was
     /// mostly idle in the write it just held (`used` bytes, under a 16th): the load went down.
     pub fn shrink(&mut self, used: usize, keep: usize) {
-        let capacity = self.raw.len().saturating_sub(BLOCK);
+        let capacity = self.capacity();
         let idle = capacity > (4 << 20) && used < capacity / 16;
         if self.len == 0 && (capacity > keep || idle) {
             *self = AlignedBuf::default();
         }
     }
 
+    /// Makes room for `len` bytes of data without moving the buffer later.
     fn reserve(&mut self, len: usize) {
-        if self.raw.len() >= self.start + len {
+        if self.raw.capacity() >= self.start + len {
             return;
         }
         let capacity = len.max(2 * self.len).max(64 * 1024).div_ceil(BLOCK) * BLOCK;
-        let mut raw = vec![0u8; capacity + BLOCK];
+        let mut raw = Vec::<u8>::with_capacity(capacity + BLOCK);
         let start = raw.as_ptr().align_offset(BLOCK);
-        raw[start..start + self.len].copy_from_slice(self.as_slice());
+        raw.resize(start, 0);
+        raw.extend_from_slice(self.as_slice());
         self.raw = raw;
         self.start = start;
     }
 }
 
+/// An [`AlignedBuf`] shared by the tail cache and the readers it handed slices to.
+struct SharedBuf(Arc<AlignedBuf>);
+
+impl AsRef<[u8]> for SharedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// One cached stretch of a segment: its file position, its bytes, and the write buffer they
+/// are in, when the cache took the buffer itself rather than a copy.
+struct CachedChunk {
+    pos: u64,
+    bytes: Bytes,
+    buffer: Option<Arc<AlignedBuf>>,
+}
+
 /// The newest directly written bytes of a segment, for readers at the tail (direct writes
 /// leave them out of the page cache): contiguous chunks, each with its file position.
+///
+/// The cache keeps the write buffers themselves, so the bytes are not copied a second time;
+/// a buffer it lets go that no reader still holds goes back to the writer for reuse.
 #[derive(Default)]
 pub(crate) struct TailCache {
-    chunks: VecDeque<(u64, bytes::Bytes)>,
+    chunks: VecDeque<CachedChunk>,
     len: u64,
 }
 
 impl TailCache {
-    /// Adds the bytes written at `pos` (right after the cached ones, or after a `clear`) and
-    /// drops the oldest chunks beyond `cap` bytes.
-    pub fn push(&mut self, pos: u64, written: &[u8], cap: u64) {
+    /// Adds the bytes of `buf` at `range`, written at file position `pos` (right after the
+    /// cached ones, or after a `clear`), and drops the oldest chunks beyond `cap` bytes.
+    /// Returns a buffer for the next write: one the cache let go, or `buf` when the cache
+    /// took a copy of its bytes instead.
+    pub fn push(
+        &mut self,
+        pos: u64,
+        buf: AlignedBuf,
+        range: std::ops::Range<usize>,
+        cap: u64,
+    ) -> Option<AlignedBuf> {
         debug_assert!(self.end().is_none_or(|end| end == pos));
         // Of a write larger than the cache, only its end can stay.
-        let skip = (written.len() as u64).saturating_sub(cap) as usize;
-        if skip > 0 {
-            self.clear();
-        }
-        let kept = &written[skip..];
+        // (Everything cached before it then goes in the loop below.)
+        let skip = (range.len() as u64).saturating_sub(cap) as usize;
+        let kept = range.start + skip..range.end;
         if kept.is_empty() {
-            return;
+            return Some(buf);
         }
         self.len += kept.len() as u64;
-        self.chunks
-            .push_back((pos + skip as u64, bytes::Bytes::copy_from_slice(kept)));
+        let pos = pos + skip as u64;
+        // A buffer mostly idle (grown by an earlier burst) would hold far more memory than the
+        // bytes it caches: those bytes are copied instead.
+        let mut spare = None;
+        if kept.len() * 2 >= buf.capacity() {
+            let buffer = Arc::new(buf);
+            let bytes = Bytes::from_owner(SharedBuf(Arc::clone(&buffer))).slice(kept);
+            self.chunks.push_back(CachedChunk {
+                pos,
+                bytes,
+                buffer: Some(buffer),
+            });
+        } else {
+            let bytes = Bytes::copy_from_slice(&buf.as_slice()[kept]);
+            self.chunks.push_back(CachedChunk {
+                pos,
+                bytes,
+                buffer: None,
+            });
+            spare = Some(buf);
+        }
         while self.len > cap {
-            match self.chunks.pop_front() {
-                Some((_, oldest)) => self.len -= oldest.len() as u64,
-                None => break,
+            let Some(oldest) = self.chunks.pop_front() else {
+                break;
+            };
+            self.len -= oldest.bytes.len() as u64;
+            drop(oldest.bytes);
+            // Readers still sending its bytes keep it alive; then it is simply freed.
+            if let Some(buf) = oldest.buffer.and_then(|b| Arc::try_unwrap(b).ok()) {
+                spare.get_or_insert(buf);
             }
         }
+        spare
     }
 
     pub fn clear(&mut self) {
@@ -130,11 +192,11 @@ impl TailCache {
     }
 
     fn start(&self) -> Option<u64> {
-        self.chunks.front().map(|(pos, _)| *pos)
+        self.chunks.front().map(|c| c.pos)
     }
 
     fn end(&self) -> Option<u64> {
-        self.chunks.back().map(|(pos, b)| pos + b.len() as u64)
+        self.chunks.back().map(|c| c.pos + c.bytes.len() as u64)
     }
 
     /// The first file position the cache holds, clamped to `pos..end`: `end` when it holds
@@ -149,7 +211,7 @@ impl TailCache {
     /// Index of the chunk holding `pos` (or the first after it).
     fn chunk_at(&self, pos: u64) -> usize {
         self.chunks
-            .partition_point(|(start, b)| start + b.len() as u64 <= pos)
+            .partition_point(|c| c.pos + c.bytes.len() as u64 <= pos)
     }
 
     /// Copies the cached bytes at `pos..pos + buf.len()`; false (and nothing copied) unless the
@@ -160,7 +222,12 @@ impl TailCache {
             return false;
         }
         let mut filled = 0;
-        for (start, chunk) in self.chunks.range(self.chunk_at(pos)..) {
+        for CachedChunk {
+            pos: start,
+            bytes: chunk,
+            ..
+        } in self.chunks.range(self.chunk_at(pos)..)
+        {
             let from = (pos + filled as u64 - start) as usize;
             let n = (chunk.len() - from).min(buf.len() - filled);
             buf[filled..filled + n].copy_from_slice(&chunk[from..from + n]);
@@ -174,8 +241,13 @@ impl TailCache {
 
     /// The cached bytes at `from..end` (`from` as [`TailCache::cached_from`] gave it), as
     /// shared slices of the chunks.
-    pub fn slices(&self, from: u64, end: u64, mut out: impl FnMut(bytes::Bytes)) {
-        for (start, chunk) in self.chunks.range(self.chunk_at(from)..) {
+    pub fn slices(&self, from: u64, end: u64, mut out: impl FnMut(Bytes)) {
+        for CachedChunk {
+            pos: start,
+            bytes: chunk,
+            ..
+        } in self.chunks.range(self.chunk_at(from)..)
+        {
             let chunk_end = start + chunk.len() as u64;
             let (a, b) = (from.max(*start), chunk_end.min(end));
             if a < b {
@@ -268,7 +340,12 @@ mod tests {
                 rng.random_range(1..3_000)
             };
             let piece: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-            cache.push(all.len() as u64, &piece, cap);
+            // Bytes before the range, as the block a direct write starts with again.
+            let lead = rng.random_range(0..100);
+            let mut buf = AlignedBuf::default();
+            buf.extend_from_slice(&vec![0xee; lead]);
+            buf.extend_from_slice(&piece);
+            cache.push(all.len() as u64, buf, lead..lead + len, cap);
             all.extend_from_slice(&piece);
             let end = all.len() as u64;
             let start = cache.cached_from(0, end);
@@ -288,6 +365,55 @@ mod tests {
                 assert_eq!(got, all[from as usize..to as usize]);
             }
         }
+    }
+
+    #[test]
+    fn the_tail_cache_hands_back_buffers_no_reader_holds() {
+        let cap = 100_000;
+        let filled = |byte: u8, len: usize| {
+            let mut buf = AlignedBuf::default();
+            buf.extend_from_slice(&vec![byte; len]);
+            buf
+        };
+        let mut cache = TailCache::default();
+        // The cache keeps the buffers themselves: nothing to hand back while it fills.
+        assert!(cache.push(0, filled(1, 40_000), 0..40_000, cap).is_none());
+        let mut held = Vec::new();
+        cache.slices(0, 40_000, |b| held.push(b));
+        assert!(cache
+            .push(40_000, filled(2, 40_000), 0..40_000, cap)
+            .is_none());
+        // The first buffer goes from the cache, but a reader still holds it.
+        assert!(cache
+            .push(80_000, filled(3, 40_000), 0..40_000, cap)
+            .is_none());
+        assert!(held.iter().all(|b| b.iter().all(|x| *x == 1)));
+        assert_eq!(held.iter().map(|b| b.len()).sum::<usize>(), 40_000);
+        // The second, which nobody holds, comes back whole.
+        let back = cache
+            .push(120_000, filled(4, 40_000), 0..40_000, cap)
+            .expect("a free buffer");
+        assert!(back.capacity() >= 40_000);
+        // A mostly idle buffer is copied from and handed straight back.
+        let mut big = filled(5, 200_000);
+        big.truncate(100);
+        let back = cache
+            .push(160_000, big, 0..100, cap)
+            .expect("the same buffer");
+        assert!(back.capacity() >= 200_000);
+        let mut newest = [0u8; 100];
+        assert!(cache.read(&mut newest, 160_000));
+        assert_eq!(newest, [5u8; 100]);
+        // The cache holds the newest whole chunks within its cap.
+        assert_eq!(cache.cached_from(0, 160_100), 80_000);
+        let mut got = Vec::new();
+        cache.slices(80_000, 160_100, |b| got.extend_from_slice(&b));
+        let expected: Vec<u8> = [3u8, 4]
+            .iter()
+            .flat_map(|b| vec![*b; 40_000])
+            .chain([5u8; 100])
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -404,7 +404,8 @@ impl Log {
     /// the file, and readers, with the next [`Log::write_pending`]. A broker answers acks=1
     /// and acks=all only after that, and meanwhile gathers many appends into one write.
     pub fn append_deferred(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
-        let mut headers = batch::validate_all(records)?;
+        // Bodies (CRC, record framing) are checked on the staged copy, in `stamp`.
+        let mut headers = batch::validate_all_but_body(records)?;
         if headers.iter().any(|h| h.is_control()) {
             return Err(LogError::InvalidRecord(
                 "control batches are written by the broker, not by producers".into(),
@@ -444,6 +445,7 @@ impl Log {
                 }
             }
             if !duplicates.is_empty() {
+                check_bodies(records, &headers)?;
                 if duplicates.len() != headers.len() {
                     return Err(LogError::CorruptBatch(
                         "a request mixes retried and new batches of one producer".into(),
@@ -475,19 +477,13 @@ impl Log {
             active.created_ms = now_ms;
         }
         let staged = active.stage(records, config.direct_writes)?;
-        let mut next = base_offset;
-        let mut pos = 0;
-        for header in headers.iter_mut() {
-            let bytes = &mut staged[pos..pos + header.size];
-            batch::set_base_offset(bytes, next);
-            if log_append_time >= 0 {
-                batch::set_log_append_time(bytes, header.size, log_append_time);
-                header.max_timestamp = log_append_time;
+        let next = match stamp(staged, &mut headers, base_offset, log_append_time) {
+            Ok(next) => next,
+            Err(e) => {
+                active.unstage(total);
+                return Err(e);
             }
-            header.base_offset = next;
-            next = header.last_offset() + 1;
-            pos += header.size;
-        }
+        };
         if let Err(e) = active.appended(&headers, config.index_interval_bytes) {
             // The pending bytes and the segment's size now disagree: take the log offline
             // rather than write a file that does not match its indexes.
@@ -590,12 +586,12 @@ impl Log {
             }
         };
         let cache_bytes = state.config.tail_cache_bytes;
-        if let Some(segment) = state.segments.get_mut(&job.base_offset) {
-            segment.written_through(&job, direct_ok, cache_bytes);
-        }
-        self.written_offset
-            .fetch_max(job.next_offset, Ordering::AcqRel);
-        *spare = job.into_buffer();
+        let next_offset = job.next_offset;
+        *spare = match state.segments.get_mut(&job.base_offset) {
+            Some(segment) => segment.written_through(job, direct_ok, cache_bytes),
+            None => job.into_buffer(),
+        };
+        self.written_offset.fetch_max(next_offset, Ordering::AcqRel);
         Ok(())
     }
 
@@ -875,6 +871,40 @@ impl Log {
         std::fs::remove_dir_all(&self.dir)?;
         Ok(())
     }
+}
+
+/// Checks each staged batch's body (the bytes are still in the CPU's cache from the copy), then
+/// gives it its offsets and, for LogAppendTime, its timestamp. Returns the next offset.
+fn stamp(
+    staged: &mut [u8],
+    headers: &mut [BatchHeader],
+    base_offset: i64,
+    log_append_time: i64,
+) -> Result<i64> {
+    let mut next = base_offset;
+    let mut pos = 0;
+    for header in headers.iter_mut() {
+        let bytes = &mut staged[pos..pos + header.size];
+        batch::check_body(bytes, header)?;
+        batch::set_base_offset(bytes, next);
+        if log_append_time >= 0 {
+            batch::set_log_append_time(bytes, header.size, log_append_time);
+            header.max_timestamp = log_append_time;
+        }
+        header.base_offset = next;
+        next = header.last_offset() + 1;
+        pos += header.size;
+    }
+    Ok(next)
+}
+
+fn check_bodies(records: &[u8], headers: &[BatchHeader]) -> Result<()> {
+    let mut pos = 0;
+    for header in headers {
+        batch::check_body(&records[pos..pos + header.size], header)?;
+        pos += header.size;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -87,11 +87,6 @@ pub(crate) struct PendingWrite {
 }
 
 impl PendingWrite {
-    /// The bytes this write puts at file positions `from..to` (within what it covers).
-    fn bytes_between(&self, from: u64, to: u64) -> &[u8] {
-        &self.buf.as_slice()[(from - self.position) as usize..(to - self.position) as usize]
-    }
-
     /// Writes the bytes. A direct write the file system refuses is done buffered instead;
     /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
@@ -125,11 +120,12 @@ impl PendingWrite {
     }
 
     /// The emptied buffer, for the next write.
-    pub fn into_buffer(mut self) -> AlignedBuf {
-        let used = self.buf.len();
-        self.buf.clear();
-        self.buf.shrink(used, PENDING_KEEP_BYTES);
-        self.buf
+    pub fn into_buffer(self) -> AlignedBuf {
+        let mut buf = self.buf;
+        let used = buf.len();
+        buf.clear();
+        buf.shrink(used, PENDING_KEEP_BYTES);
+        buf
     }
 }
 
@@ -428,6 +424,11 @@ impl Segment {
         Ok(self.pending.extend_from_slice(data))
     }
 
+    /// Drops the last `len` staged bytes: an append that failed after [`Segment::stage`].
+    pub fn unstage(&mut self, len: usize) {
+        self.pending.truncate(self.pending.len() - len);
+    }
+
     /// Indexes batches [`Segment::stage`] took, now stamped: they count as appended (and
     /// readers find them once written).
     pub fn appended(&mut self, headers: &[BatchHeader], index_interval: u64) -> Result<()> {
@@ -508,8 +509,14 @@ impl Segment {
     }
 
     /// Records that a [`PendingWrite`] reached the file; `direct_ok` false stops direct writes.
-    /// Directly written bytes are kept for tail readers, up to `cache_bytes`.
-    pub fn written_through(&mut self, job: &PendingWrite, direct_ok: bool, cache_bytes: u64) {
+    /// Directly written bytes are kept for tail readers, up to `cache_bytes`. Returns an empty
+    /// buffer for the next write.
+    pub fn written_through(
+        &mut self,
+        job: PendingWrite,
+        direct_ok: bool,
+        cache_bytes: u64,
+    ) -> AlignedBuf {
         self.writeback_from = self.writeback_from.max(job.writeback_from);
         if !direct_ok {
             if let Direct::On(_) = self.direct {
@@ -520,19 +527,25 @@ impl Segment {
             }
         }
         if job.end <= self.written {
-            return;
+            return job.into_buffer();
         }
-        if direct_ok && job.direct.is_some() && cache_bytes > 0 {
-            self.recent.push(
-                self.written,
-                job.bytes_between(self.written, job.end),
-                cache_bytes,
-            );
-        } else {
-            self.recent.clear();
-        }
+        let from = self.written;
         self.written = job.end;
         self.written_next_offset = job.next_offset;
+        if !(direct_ok && job.direct.is_some() && cache_bytes > 0) {
+            self.recent.clear();
+            return job.into_buffer();
+        }
+        let used = job.buf.len();
+        let range = (from - job.position) as usize..(job.end - job.position) as usize;
+        match self.recent.push(from, job.buf, range, cache_bytes) {
+            Some(mut buf) => {
+                buf.clear();
+                buf.shrink(used, PENDING_KEEP_BYTES);
+                buf
+            }
+            None => AlignedBuf::default(),
+        }
     }
 
     /// Reads `buf.len()` bytes at `pos` (below `written`), from the tail cache when it holds them.

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::batch::tests::make_batch;
 use crate::batch::{self, BatchHeader};
-use crate::{Log, LogConfig, LogError};
+use crate::{Log, LogConfig, LogError, TimestampType};
 
 fn small_config() -> LogConfig {
     LogConfig {
@@ -119,13 +119,24 @@ fn timestamp_lookup_finds_first_batch_at_or_after() {
 
 #[test]
 fn oversized_and_corrupt_batches_leave_the_log_untouched() {
+    for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+        for direct_writes in [false, true] {
+            let config = LogConfig {
+                max_message_bytes: 1000,
+                timestamp_type,
+                direct_writes,
+                ..small_config()
+            };
+            corrupt_batches_leave_the_log_untouched(config);
+        }
+    }
+}
+
+fn corrupt_batches_leave_the_log_untouched(config: LogConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        max_message_bytes: 1000,
-        ..small_config()
-    };
     let log = Log::open(dir.path(), config, 0).unwrap();
-    log.append(&make_batch(1, 0, 10), 0).unwrap();
+    let first = make_batch(1, 0, 10);
+    log.append(&first, 0).unwrap();
     let big = make_batch(1, 0, 2000);
     assert!(matches!(
         log.append(&big, 0),
@@ -133,16 +144,44 @@ fn oversized_and_corrupt_batches_leave_the_log_untouched() {
     ));
     let mut bad = make_batch(2, 0, 100);
     bad[80] ^= 1;
-    // A valid batch followed by a corrupt one: neither is written.
+    // A valid batch followed by a corrupt one: neither is written. (The log checks CRCs on its
+    // own copy of the bytes, and must drop that copy.)
     let mut two = make_batch(1, 0, 10);
     two.extend_from_slice(&bad);
     assert!(matches!(
-        log.append(&two, 0),
-        Err(LogError::CorruptBatch(_))
+        log.append_deferred(&two, 0),
+        Err(LogError::CorruptBatch(e)) if e.contains("CRC")
     ));
     assert!(log.append(&[1, 2, 3], 0).is_err());
     assert_eq!(log.end_offset(), 1);
-    assert_eq!(log.size_bytes(), make_batch(1, 0, 10).len() as u64);
+    assert_eq!(log.size_bytes(), first.len() as u64);
+    // The next append lands right after the first batch, and the file holds exactly the two.
+    let next = make_batch(3, 5, 300);
+    let info = log.append(&next, 5).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (1, 3));
+    let all = log.read(0, 1 << 20, true).unwrap();
+    let headers = batches_in(&all.bytes);
+    assert_eq!(headers.len(), 2);
+    assert_eq!(all.bytes.len(), first.len() + next.len());
+    // Past base offset and length, and but for what LogAppendTime rewrites (attributes, max
+    // timestamp and so the CRC), the stored batches are what was sent.
+    let tail = |b: &[u8]| b[43..].to_vec();
+    assert_eq!(tail(&all.bytes[..first.len()]), tail(&first));
+    assert_eq!(tail(&all.bytes[first.len()..]), tail(&next));
+    log.close().unwrap();
+    assert_segment_files_hold_whole_batches(dir.path());
+    let reopened = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(reopened.end_offset(), 4);
+}
+
+#[test]
+fn the_crc_matches_the_reference_implementation() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for len in (0..300).chain([4095, 4096, 4097, 65_536, 1 << 20]) {
+        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        assert_eq!(batch::crc32c(&data), crc32c::crc32c(&data), "length {len}");
+    }
+    assert_eq!(batch::crc32c(b"123456789"), 0xe306_9283);
 }
 
 #[test]
@@ -426,6 +465,14 @@ fn idempotent_retries_are_deduplicated_and_gaps_refused() {
             .unwrap()
             .duplicate
     );
+    // A corrupt copy of a remembered batch is refused, not taken for a retry.
+    let mut corrupt_retry = producer_batch(7, 1, 2, 1);
+    let last = corrupt_retry.len() - 1;
+    corrupt_retry[last] ^= 1;
+    assert!(matches!(
+        log.append(&corrupt_retry, 0),
+        Err(LogError::CorruptBatch(_))
+    ));
 }
 
 #[test]

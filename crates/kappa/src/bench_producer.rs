@@ -302,7 +302,7 @@ impl OpenBatch {
         header.put_i16(-1); // producer epoch
         header.put_i32(-1); // base sequence
         header.put_i32(self.count);
-        let crc = crc32c::crc32c(&self.buf[ATTRIBUTES_AT..]);
+        let crc = kappa_log::batch::crc32c(&self.buf[ATTRIBUTES_AT..]);
         self.buf[17..21].copy_from_slice(&crc.to_be_bytes());
         SealedBatch {
             partition,
