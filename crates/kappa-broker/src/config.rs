@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     /// With direct writes: bytes of each partition's newest records kept in memory for
     /// consumers at the tail.
     pub tail_cache_bytes: u64,
+    /// A segment roll reuses the file of the oldest segment when retention is due to delete
+    /// it: fsyncs then need no journal commit (overwritten blocks, unchanged size).
+    pub reuse_segment_files: bool,
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub log_segment_bytes: i64,
@@ -55,6 +58,7 @@ impl Default for BrokerConfig {
             flush: "on-demand".into(),
             max_fsyncs_per_sec: 3000,
             direct_writes: false,
+            reuse_segment_files: true,
             tail_cache_bytes: 4 << 20,
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,

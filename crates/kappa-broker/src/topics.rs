@@ -162,6 +162,7 @@ pub struct TopicRegistry {
     flush: FlushPolicy,
     direct_writes: bool,
     tail_cache_bytes: u64,
+    reuse_segment_files: bool,
     pub cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes changes so the metadata file always matches one state.
@@ -274,6 +275,7 @@ impl TopicRegistry {
             },
             direct_writes: config.direct_writes,
             tail_cache_bytes: config.tail_cache_bytes,
+            reuse_segment_files: config.reuse_segment_files,
             cluster_id,
             topics: RwLock::new(HashMap::new()),
             change_lock: std::sync::Mutex::new(()),
@@ -359,6 +361,7 @@ impl TopicRegistry {
             delete_retention_ms: num("delete.retention.ms", base.delete_retention_ms),
             direct_writes: self.direct_writes,
             tail_cache_bytes: self.tail_cache_bytes,
+            reuse_segment_files: self.reuse_segment_files,
         }
     }
 

@@ -54,6 +54,9 @@ pub struct LogConfig {
     /// With direct writes: bytes of the newest records a partition keeps in memory for
     /// consumers at the tail, which the page cache no longer holds.
     pub tail_cache_bytes: u64,
+    /// A roll reuses the file of the oldest segment when retention is due to delete it,
+    /// overwriting its blocks instead of appending to a new file (see `Segment::reuse`).
+    pub reuse_segment_files: bool,
 }
 
 impl Default for LogConfig {
@@ -71,6 +74,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             direct_writes: false,
             tail_cache_bytes: 4 << 20,
+            reuse_segment_files: true,
         }
     }
 }

@@ -602,10 +602,37 @@ impl Log {
         state.active().flush()?;
         let base = state.next_offset();
         producer_state::write_snapshot(&self.dir, base, &state.producers)?;
-        let segment = Segment::create(&self.dir, base, now_ms)?;
+        let segment = match self.take_expired_for_reuse(state, now_ms)? {
+            Some(expired) => Segment::reuse(expired, &self.dir, base, now_ms)?,
+            None => Segment::create(&self.dir, base, now_ms)?,
+        };
         state.segments.insert(base, segment);
         sync_dir(&self.dir)?;
         Ok(())
+    }
+
+    /// At a roll: the oldest segment, out of the log, when retention is due to delete it and
+    /// nothing reads its file any more, for the new segment to reuse its file. The periodic
+    /// retention deletes what else has expired.
+    fn take_expired_for_reuse(&self, state: &mut LogState, now_ms: i64) -> Result<Option<Segment>> {
+        if !state.config.reuse_segment_files
+            || !state.config.cleanup_policy.deletes()
+            || state.segments.len() < 2
+        {
+            return Ok(None);
+        }
+        let total: i64 = state.segments.values().map(|s| s.size as i64).sum();
+        let (&base, oldest) = state.segments.iter().next().expect("non-empty");
+        // Readers (fetches being sent, fsyncs) hold the file through clones of its handle.
+        if oldest.size < MIN_REUSE_BYTES
+            || Arc::strong_count(&oldest.file) > 1
+            || !state.config.expires(oldest, total, now_ms)
+        {
+            return Ok(None);
+        }
+        let expired = state.segments.remove(&base).expect("present");
+        self.move_log_start(state, expired.next_offset)?;
+        Ok(Some(expired))
     }
 
     /// Makes everything below `offset` durable, writing pending appends first. Concurrent
@@ -805,35 +832,34 @@ impl Log {
         if state.closed || !state.config.cleanup_policy.deletes() {
             return Ok(0);
         }
-        let retention_ms = state.config.retention_ms;
-        let retention_bytes = state.config.retention_bytes;
         let mut total: i64 = state.segments.values().map(|s| s.size as i64).sum();
         let mut deleted = 0;
+        let mut new_start = state.log_start_offset;
         while state.segments.len() > 1 {
             let (&base, oldest) = state.segments.iter().next().expect("non-empty");
-            // A closed segment compaction emptied has no timestamp: nothing to keep.
-            let expired = retention_ms >= 0
-                && (oldest.size == 0
-                    || (oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > retention_ms));
-            let over_size = retention_bytes >= 0 && total - oldest.size as i64 >= retention_bytes;
-            if !(expired || over_size) {
+            if !state.config.expires(oldest, total, now_ms) {
                 break;
             }
             total -= oldest.size as i64;
-            let next_start = oldest.next_offset;
+            new_start = new_start.max(oldest.next_offset);
             let segment = state.segments.remove(&base).expect("present");
             segment.delete()?;
             deleted += 1;
-            if next_start > state.log_start_offset {
-                state.log_start_offset = next_start;
-            }
         }
         if deleted > 0 {
-            let start = state.log_start_offset;
-            state.producers.truncate_before(start);
-            self.persist_log_start(start)?;
+            self.move_log_start(&mut state, new_start)?;
         }
         Ok(deleted)
+    }
+
+    /// Moves the log start offset up to `offset` (never down), durably.
+    fn move_log_start(&self, state: &mut LogState, offset: i64) -> Result<()> {
+        if offset > state.log_start_offset {
+            state.log_start_offset = offset;
+        }
+        let start = state.log_start_offset;
+        state.producers.truncate_before(start);
+        self.persist_log_start(start)
     }
 
     /// Flushes everything and marks the shutdown clean so the next open skips recovery.
@@ -905,6 +931,23 @@ fn check_bodies(records: &[u8], headers: &[BatchHeader]) -> Result<()> {
         pos += header.size;
     }
     Ok(())
+}
+
+/// Segments smaller than this are deleted rather than reused: too little to gain.
+const MIN_REUSE_BYTES: u64 = 1 << 20;
+
+impl LogConfig {
+    /// Whether retention deletes `oldest` (a closed segment) of a log of `total` bytes.
+    fn expires(&self, oldest: &Segment, total: i64, now_ms: i64) -> bool {
+        // A closed segment compaction emptied has no timestamp: nothing to keep.
+        let expired = self.retention_ms >= 0
+            && (oldest.size == 0
+                || (oldest.max_timestamp >= 0
+                    && now_ms - oldest.max_timestamp > self.retention_ms));
+        let over_size =
+            self.retention_bytes >= 0 && total - oldest.size as i64 >= self.retention_bytes;
+        expired || over_size
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

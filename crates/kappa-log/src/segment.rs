@@ -28,6 +28,10 @@ fn index_path(dir: &Path, base: i64) -> PathBuf {
 fn time_index_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
 }
+/// Marks a segment whose file was an expired segment's, until it is trimmed to its batches.
+fn reused_marker_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.reused"))
+}
 
 pub(crate) struct Segment {
     pub base_offset: i64,
@@ -61,6 +65,9 @@ pub(crate) struct Segment {
     last_batch_rel: u32,
     dir: PathBuf,
     direct: Direct,
+    /// The file was an expired segment's (see [`Segment::reuse`]): past `size` it holds that
+    /// segment's bytes, until [`Segment::trim`].
+    reused: bool,
 }
 
 /// How appends reach the file.
@@ -68,8 +75,18 @@ enum Direct {
     /// Not decided yet: segments that never take an append never open a second handle.
     Untried,
     On(Arc<File>),
+    /// Through the page cache, in whole blocks as direct writes would be: in a reused file a
+    /// write that ends inside a page would first read that page's old bytes from the disk.
+    Blocks,
     /// The file system refuses direct I/O: appends go through the page cache.
     Off,
+}
+
+/// How a [`PendingWrite`] reaches the file.
+enum WriteMode {
+    Direct(Arc<File>),
+    Blocks,
+    Buffered,
 }
 
 /// Appended bytes taken from a segment to be written to its file (see [`Segment::take_pending`]).
@@ -78,7 +95,7 @@ pub(crate) struct PendingWrite {
     buf: AlignedBuf,
     position: u64,
     file: Arc<File>,
-    direct: Option<Arc<File>>,
+    mode: WriteMode,
     /// Where the segment's writeback stands; moved on by [`PendingWrite::write`].
     writeback_from: u64,
     /// The segment's size and next offset once these bytes are in the file.
@@ -90,16 +107,29 @@ impl PendingWrite {
     /// Writes the bytes. A direct write the file system refuses is done buffered instead;
     /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
-        if let Some(direct) = &self.direct {
-            match direct.write_all_at(self.buf.padded(), self.position) {
-                Ok(()) => return Ok(true),
-                Err(e) if direct::refused(&e) => {}
-                Err(e) => return Err(e.into()),
+        match &self.mode {
+            WriteMode::Direct(direct) => {
+                match direct.write_all_at(self.buf.padded(), self.position) {
+                    Ok(()) => return Ok(true),
+                    Err(e) if direct::refused(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            WriteMode::Blocks => {
+                self.file.write_all_at(self.buf.padded(), self.position)?;
+                self.start_writeback();
+                return Ok(true);
+            }
+            WriteMode::Buffered => {}
         }
         self.file.write_all_at(self.buf.as_slice(), self.position)?;
         self.start_writeback();
-        Ok(self.direct.is_none())
+        Ok(matches!(self.mode, WriteMode::Buffered))
+    }
+
+    /// Whether these bytes bypass the page cache, so the tail cache should keep them.
+    fn is_direct(&self) -> bool {
+        matches!(self.mode, WriteMode::Direct(_))
     }
 
     /// Asks the kernel to start writing back the buffered bytes once `WRITEBACK_AFTER_BYTES`
@@ -175,10 +205,37 @@ impl Segment {
             .create(true)
             .truncate(true)
             .open(log_path(dir, base_offset))?;
+        Segment::empty(dir, base_offset, now_ms, Arc::new(file), false)
+    }
+
+    /// A new segment in the file of `expired`, a segment retention is deleting, whose blocks
+    /// are then overwritten in place. Appending to a fresh file makes every fsync also commit
+    /// the file system's journal (new blocks, a new size); overwriting written blocks of a file
+    /// whose size does not change needs only the data written and the device cache flushed
+    /// (docs/benchmarks.md, session 8). Nothing may read `expired` any more.
+    pub fn reuse(expired: Segment, dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        expired.delete_indexes()?;
+        // The marker first: a crash after the rename must find it, to expect stale bytes.
+        File::create(reused_marker_path(dir, base_offset))?;
+        std::fs::rename(
+            log_path(dir, expired.base_offset),
+            log_path(dir, base_offset),
+        )?;
+        remove_if_present(&reused_marker_path(dir, expired.base_offset))?;
+        Segment::empty(dir, base_offset, now_ms, expired.file, true)
+    }
+
+    fn empty(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        file: Arc<File>,
+        reused: bool,
+    ) -> Result<Segment> {
         let (index_file, time_index_file) = open_index_files(dir, base_offset, true)?;
         Ok(Segment {
             base_offset,
-            file: Arc::new(file),
+            file,
             size: 0,
             next_offset: base_offset,
             written: 0,
@@ -197,6 +254,7 @@ impl Segment {
             last_batch_rel: 0,
             dir: dir.to_path_buf(),
             direct: Direct::Untried,
+            reused,
         })
     }
 
@@ -239,6 +297,7 @@ impl Segment {
             last_batch_rel: 0,
             dir: dir.to_path_buf(),
             direct: Direct::Untried,
+            reused: reused_marker_path(dir, base_offset).exists(),
         };
         if !recover {
             if let Some((offset_index, time_index)) = segment.load_indexes(file_len)? {
@@ -280,11 +339,18 @@ impl Segment {
         segment.index_file = index_file;
         segment.time_index_file = time_index_file;
         segment.size = 0;
-        let reason = segment.scan_rebuild(file_len, index_interval)?;
+        let mut reason = segment.scan_rebuild(file_len, index_interval)?;
+        if segment.reused {
+            // The expired segment's bytes follow the last batch; a torn write may come first.
+            reason = reason.map(|r| {
+                format!("{r} (in a reused file: the bytes of the expired segment it replaced, and any write the crash tore)")
+            });
+        }
         if file_len > segment.size {
             segment.file.set_len(segment.size)?;
             segment.file.sync_all()?;
         }
+        segment.unmark_reused()?;
         // Padding after the last batch is not data: trimming it is no loss worth a warning.
         let truncated_bytes = if reason.is_some() {
             file_len - segment.size
@@ -454,22 +520,22 @@ impl Segment {
         } else {
             None
         };
-        match direct_file {
-            Some(file) => {
-                // The partial last block is written again with the next bytes.
-                let tail = self.written % BLOCK as u64;
-                let mut block = [0u8; BLOCK];
-                self.file
-                    .read_exact_at(&mut block[..tail as usize], self.written - tail)?;
-                self.pending.extend_from_slice(&block[..tail as usize]);
-                self.pending_from = self.written - tail;
-                self.direct = Direct::On(Arc::new(file));
-            }
+        self.direct = match direct_file {
+            Some(file) => Direct::On(Arc::new(file)),
+            None if self.reused => Direct::Blocks,
             None => {
                 self.pending_from = self.written;
                 self.direct = Direct::Off;
+                return Ok(());
             }
-        }
+        };
+        // The partial last block is written again with the next bytes.
+        let tail = self.written % BLOCK as u64;
+        let mut block = [0u8; BLOCK];
+        self.file
+            .read_exact_at(&mut block[..tail as usize], self.written - tail)?;
+        self.pending.extend_from_slice(&block[..tail as usize]);
+        self.pending_from = self.written - tail;
         Ok(())
     }
 
@@ -482,26 +548,26 @@ impl Segment {
         let buf = std::mem::replace(&mut self.pending, std::mem::take(spare));
         let position = self.pending_from;
         self.pending.clear();
-        let direct = match &self.direct {
-            Direct::On(file) => {
-                // The next write starts again at the block this one ends in.
-                let tail = (self.size % BLOCK as u64) as usize;
-                self.pending
-                    .extend_from_slice(&buf.as_slice()[buf.len() - tail..]);
-                self.pending_from = self.size - tail as u64;
-                Some(Arc::clone(file))
-            }
-            _ => {
-                self.pending_from = self.size;
-                None
-            }
+        let mode = match &self.direct {
+            Direct::On(file) => WriteMode::Direct(Arc::clone(file)),
+            Direct::Blocks => WriteMode::Blocks,
+            Direct::Untried | Direct::Off => WriteMode::Buffered,
         };
+        if let WriteMode::Buffered = mode {
+            self.pending_from = self.size;
+        } else {
+            // The next write starts again at the block this one ends in.
+            let tail = (self.size % BLOCK as u64) as usize;
+            self.pending
+                .extend_from_slice(&buf.as_slice()[buf.len() - tail..]);
+            self.pending_from = self.size - tail as u64;
+        }
         Some(PendingWrite {
             base_offset: self.base_offset,
             buf,
             position,
             file: Arc::clone(&self.file),
-            direct,
+            mode,
             writeback_from: self.writeback_from,
             end: self.size,
             next_offset: self.next_offset,
@@ -532,7 +598,7 @@ impl Segment {
         let from = self.written;
         self.written = job.end;
         self.written_next_offset = job.next_offset;
-        if !(direct_ok && job.direct.is_some() && cache_bytes > 0) {
+        if !(direct_ok && job.is_direct() && cache_bytes > 0) {
             self.recent.clear();
             return job.into_buffer();
         }
@@ -589,6 +655,15 @@ impl Segment {
         // Padding also stays after a fallback from direct to buffered writes.
         if self.file.metadata()?.len() > self.size {
             self.file.set_len(self.size)?;
+        }
+        self.unmark_reused()
+    }
+
+    /// Once the file holds only this segment's batches (trimmed), it is an ordinary segment.
+    fn unmark_reused(&mut self) -> Result<()> {
+        if self.reused {
+            remove_if_present(&reused_marker_path(&self.dir, self.base_offset))?;
+            self.reused = false;
         }
         Ok(())
     }
@@ -789,6 +864,7 @@ impl Segment {
 
     pub fn delete(self) -> Result<()> {
         remove_if_present(&log_path(&self.dir, self.base_offset))?;
+        remove_if_present(&reused_marker_path(&self.dir, self.base_offset))?;
         self.delete_indexes()
     }
 }

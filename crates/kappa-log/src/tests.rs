@@ -1233,3 +1233,165 @@ fn buffered_appends_are_written_back_as_they_go() {
     // At most the last megabyte not yet handed to the kernel (4 KiB pages), not ~32 MB.
     assert!(dirty <= 2 * 256, "{dirty} pages of {cached} still dirty");
 }
+
+/// Small segments whose retention keeps about two of them: rolls reuse expired files.
+fn reuse_config(direct_writes: bool) -> LogConfig {
+    LogConfig {
+        segment_bytes: 2 << 20,
+        retention_bytes: 4 << 20,
+        direct_writes,
+        ..small_config()
+    }
+}
+
+fn log_file_inodes(dir: &Path) -> std::collections::BTreeMap<u64, u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| {
+            let base = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            (base, std::fs::metadata(&p).unwrap().ino())
+        })
+        .collect()
+}
+
+/// Reads the whole log from its start; checks offsets run on from there and each batch is the
+/// one appended at its offset.
+fn assert_log_holds(log: &Log, appended: &std::collections::BTreeMap<i64, Vec<u8>>) {
+    let start = log.log_start_offset();
+    let all = log.read(start, usize::MAX / 2, true).unwrap();
+    let mut at = 0;
+    let mut next = start;
+    for header in batches_in(&all.bytes) {
+        assert_eq!(header.base_offset, next, "offsets run on");
+        let sent = &appended[&header.base_offset];
+        assert_eq!(&all.bytes[at + 12..at + header.size], &sent[12..]);
+        at += header.size;
+        next = header.last_offset() + 1;
+    }
+    assert_eq!(next, log.end_offset());
+}
+
+#[test]
+fn rolls_reuse_the_files_of_expired_segments_and_read_only_new_bytes() {
+    for direct_writes in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), reuse_config(direct_writes), 0).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut appended = std::collections::BTreeMap::new();
+        let mut inodes = std::collections::BTreeSet::new();
+        let mut rolls = 0;
+        let mut active = 0;
+        while rolls < 12 {
+            let batch = make_batch(rng.random_range(1..8), 0, rng.random_range(1000..30_000));
+            let info = log.append(&batch, 0).unwrap();
+            appended.insert(info.base_offset, batch);
+            let files = log_file_inodes(dir.path());
+            if *files.keys().next_back().unwrap() != active {
+                active = *files.keys().next_back().unwrap();
+                rolls += 1;
+                // Reads from the start see only this log's batches, never an old file's.
+                assert_log_holds(&log, &appended);
+            }
+            inodes.extend(files.into_values());
+        }
+        // Retention keeps about three segments; without reuse there would be thirteen files.
+        assert!(inodes.len() <= 5, "{} files for 13 segments", inodes.len());
+        assert!(log.segment_count() <= 4);
+        log.close().unwrap();
+        assert_segment_files_hold_whole_batches(dir.path());
+        let log = Log::open(dir.path(), reuse_config(direct_writes), 0).unwrap();
+        assert_log_holds(&log, &appended);
+    }
+}
+
+#[test]
+fn a_crash_in_a_reused_file_keeps_what_was_written_and_none_of_the_old_bytes() {
+    for direct_writes in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = reuse_config(direct_writes);
+        let mut appended = std::collections::BTreeMap::new();
+        let written_end = {
+            let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+            let mut reused = false;
+            let mut i = 0;
+            // Fill until a roll reused a file, then write a little into it.
+            while !reused || i % 5 != 0 {
+                let batch = make_batch(3, i, 4000 + 97 * (i as usize % 50));
+                let info = log.append(&batch, i).unwrap();
+                appended.insert(info.base_offset, batch);
+                assert!(i < 10_000, "no roll reused a file");
+                reused |= dir
+                    .path()
+                    .read_dir()
+                    .unwrap()
+                    .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "reused"));
+                i += 1;
+            }
+            let active = *log_file_inodes(dir.path()).keys().next_back().unwrap();
+            let path = dir.path().join(format!("{active:020}.log"));
+            assert!(
+                std::fs::metadata(&path).unwrap().len() > 1 << 20,
+                "the active file still holds the expired segment's bytes"
+            );
+            log.append_deferred(&make_batch(5, 0, 3000), 0).unwrap();
+            // Dropped without close() or a write: the process died.
+            log.high_watermark()
+        };
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        assert_eq!(log.end_offset(), written_end);
+        assert_log_holds(&log, &appended);
+        // The old bytes were cut; the marker went with them.
+        assert_segment_files_hold_whole_batches(dir.path());
+        assert!(!dir
+            .path()
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().path().extension().is_some_and(|x| x == "reused") }));
+        let next = log.append(&make_batch(2, 0, 100), 0).unwrap();
+        assert_eq!(next.base_offset, written_end);
+    }
+}
+
+#[test]
+fn a_file_being_read_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), reuse_config(false), 0).unwrap();
+    let batch = |i: i64| make_batch(4, i, 20_000);
+    while log.segment_count() < 3 {
+        log.append(&batch(0), 0).unwrap();
+    }
+    // A fetch planned on the oldest segment, still to be sent.
+    let read = log.read_slices(0, 1 << 20, true).unwrap();
+    let Some(crate::LogSlice::File(slice)) = read.slices.first().cloned() else {
+        panic!("a file slice")
+    };
+    let mut before = vec![0u8; slice.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&*slice.file, &mut before, slice.position).unwrap();
+    let oldest_inode = *log_file_inodes(dir.path()).values().next().unwrap();
+    let mut i = 1;
+    // Rolls leave the segment being read alone, and the periodic retention deletes it.
+    for round in 0..2 {
+        for _ in 0..300 {
+            log.append(&batch(i), i).unwrap();
+            i += 1;
+        }
+        if round == 0 {
+            assert_eq!(
+                log.log_start_offset(),
+                0,
+                "nothing reused while the read runs"
+            );
+            assert!(log.enforce_retention(0).unwrap() > 0);
+        }
+    }
+    assert!(log.log_start_offset() > 0);
+    assert!(!log_file_inodes(dir.path())
+        .values()
+        .any(|ino| *ino == oldest_inode));
+    let mut after = vec![0u8; slice.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&*slice.file, &mut after, slice.position).unwrap();
+    assert_eq!(before, after);
+}

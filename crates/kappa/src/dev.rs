@@ -47,6 +47,10 @@ pub struct DevArgs {
     /// records in memory for consumers; `false` writes through the page cache [default: false]
     #[arg(long, env = "KAPPA_DIRECT_WRITES")]
     direct_writes: Option<bool>,
+    /// Roll into the file of the oldest segment when retention is due to delete it,
+    /// overwriting its blocks rather than growing a new file [default: true]
+    #[arg(long, env = "KAPPA_REUSE_SEGMENT_FILES")]
+    reuse_segment_files: Option<bool>,
 }
 
 /// The whole TOML file: one table per part.
@@ -103,6 +107,9 @@ fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig, RegistryConf
     }
     if let Some(v) = args.direct_writes {
         b.direct_writes = v;
+    }
+    if let Some(v) = args.reuse_segment_files {
+        b.reuse_segment_files = v;
     }
     if b.flush != "always" && b.flush != "on-demand" {
         anyhow::bail!("flush must be 'always' or 'on-demand', not '{}'", b.flush);
