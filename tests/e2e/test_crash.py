@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from test_confluent_kafka import create_topic, read_all
 
@@ -52,6 +52,67 @@ def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_
     for offsets in per_partition.values():
         assert offsets == list(range(len(offsets)))
     # The restarted broker takes new writes after the recovered tail.
+    p2 = Producer({"bootstrap.servers": k.bootstrap})
+    p2.produce("crash", value=b"after", partition=0)
+    assert p2.flush(10) == 0
+    k.stop()
+
+
+@pytest.mark.parametrize("acks,direct", [("all", "false"), ("all", "true"), ("1", "false")])
+def test_acknowledged_records_survive_kill_9_in_reused_segment_files(kappa_factory, acks, direct):
+    """The same, with segments so small and retention so short that rolls reuse the files of
+    expired segments: when the broker dies, its active segments hold the old segment's bytes
+    after their last batch, and recovery must keep every acknowledged record and none of those."""
+    k = kappa_factory(["--direct-writes", direct]).start()
+    create_topic(k, "crash", 3, {"segment.bytes": "1100000", "retention.bytes": "2200000"})
+    acked = {}
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    def reused_files():
+        return list(k.data_dir.rglob("*.reused"))
+
+    p = Producer({"bootstrap.servers": k.bootstrap, "acks": acks, "retries": 0, "linger.ms": 1,
+                  "message.timeout.ms": 5000})
+    kill_at = time.time() + random.uniform(0.5, 2.0)
+    give_up = time.time() + 30
+    i = 0
+    while time.time() < kill_at or not reused_files():
+        assert time.time() < give_up, "no roll reused a segment file"
+        for _ in range(1000):
+            p.produce("crash", key=str(i % 17).encode(), value=f"r{i}".ljust(1000).encode(),
+                      on_delivery=on_delivery)
+            i += 1
+            p.poll(0)
+            if len(p) > 5000:
+                p.poll(0.01)
+    k.kill()
+    p.flush(15)
+    assert len(acked) > 1000
+
+    k.start()
+    c = Consumer({"bootstrap.servers": k.bootstrap, "group.id": "unused"})
+    log_start = {pt: c.get_watermark_offsets(TopicPartition("crash", pt), timeout=10)[0]
+                 for pt in range(3)}
+    c.close()
+    assert all(start > 0 for start in log_start.values()), "retention moved every log start"
+    got = read_all(k, "crash", 3)
+    where = {}
+    per_partition = {}
+    for m in got:
+        assert m.value() not in where, f"{m.value()[:12]} appears twice"
+        where[m.value()] = (m.partition(), m.offset())
+        per_partition.setdefault(m.partition(), []).append(m.offset())
+    kept = {v: pos for v, pos in acked.items() if pos[1] >= log_start[pos[0]]}
+    assert kept, "some acknowledged records are past the log start"
+    for value, position in kept.items():
+        assert where.get(value) == position, f"acknowledged {value[:12]} at {position}, found {where.get(value)}"
+    for pt, offsets in per_partition.items():
+        assert offsets == list(range(log_start[pt], log_start[pt] + len(offsets)))
+    # Nothing read is anything but a record this producer sent.
+    assert all(v.startswith(b"r") and len(v) == 1000 for v in where)
     p2 = Producer({"bootstrap.servers": k.bootstrap})
     p2.produce("crash", value=b"after", partition=0)
     assert p2.flush(10) == 0

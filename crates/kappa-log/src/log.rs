@@ -624,10 +624,7 @@ impl Log {
         let total: i64 = state.segments.values().map(|s| s.size as i64).sum();
         let (&base, oldest) = state.segments.iter().next().expect("non-empty");
         // Readers (fetches being sent, fsyncs) hold the file through clones of its handle.
-        if oldest.size < MIN_REUSE_BYTES
-            || Arc::strong_count(&oldest.file) > 1
-            || !state.config.expires(oldest, total, now_ms)
-        {
+        if Arc::strong_count(&oldest.file) > 1 || !state.config.expires(oldest, total, now_ms) {
             return Ok(None);
         }
         let expired = state.segments.remove(&base).expect("present");
@@ -932,9 +929,6 @@ fn check_bodies(records: &[u8], headers: &[BatchHeader]) -> Result<()> {
     }
     Ok(())
 }
-
-/// Segments smaller than this are deleted rather than reused: too little to gain.
-const MIN_REUSE_BYTES: u64 = 1 << 20;
 
 impl LogConfig {
     /// Whether retention deletes `oldest` (a closed segment) of a log of `total` bytes.
