@@ -65,3 +65,21 @@ def test_native_bench_producer_reports_records_the_broker_refused(kappa):
     assert r.returncode != 0
     assert "3 failed" in r.stdout and "MessageTooLarge" in r.stderr, (r.stdout, r.stderr)
     assert read_all(kappa, "native-big", 1) == []
+
+
+def test_fsync_bench_reports_the_disk_alone_and_cleans_up(tmp_path):
+    r = subprocess.run([KAPPA_BIN, "bench", "fsync", "--dir", str(tmp_path), "--rate-mb", "12",
+                        "--seconds", "1", "--files", "3", "--chunk", "65536"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # 12 MB/s for a second over 3 files in 64 KiB chunks: 64 fsyncs per file.
+    m = re.search(r"fsync: 3 files, 64 KiB per fsync, 12 MB/s for ([0-9.]+) s: (\d+) fsyncs, "
+                  r"latency ms p50 [0-9.]+ p99 [0-9.]+ p999 [0-9.]+ max [0-9.]+; over 10 ms: \d+ ",
+                  r.stdout)
+    assert m, r.stdout
+    assert int(m.group(2)) == 3 * 64
+    assert float(m.group(1)) >= 0.95, "paced at the rate asked"
+    assert list(tmp_path.iterdir()) == []
+    bad = subprocess.run([KAPPA_BIN, "bench", "fsync", "--dir", str(tmp_path), "--files", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "must be positive" in bad.stderr

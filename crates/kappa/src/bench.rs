@@ -1,6 +1,7 @@
 //! `kappa bench produce|consume`: throughput and latency in the spirit of Kafka's
 //! kafka-producer-perf-test and kafka-consumer-perf-test. Prints comparable figures.
 //! `kappa bench nexmark` writes Nexmark's person, auction and bid events to three topics.
+//! `kappa bench fsync` measures the disk alone (see `bench_disk`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -78,6 +79,9 @@ pub enum BenchCommand {
     },
     /// Requests per second against a schema registry: registrations, then GET /schemas/ids/{id}.
     Registry(crate::bench_registry::RegistryBenchArgs),
+    /// The disk's own fsync latency at a steady write rate, without Kappa: the reference for
+    /// acks=all latency, as `dd` is for throughput.
+    Fsync(crate::bench_disk::FsyncBenchArgs),
     /// Generate Nexmark events (persons, auctions, bids as JSON) into three topics, keyed by
     /// person id, auction id and the bid's auction; see bench/nexmark/*.sql for the queries.
     Nexmark {
@@ -242,6 +246,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             .await??;
         }
         BenchCommand::Registry(args) => crate::bench_registry::run(args).await?,
+        BenchCommand::Fsync(args) => {
+            tokio::task::spawn_blocking(move || crate::bench_disk::run(args)).await??
+        }
         BenchCommand::Nexmark {
             events,
             rate,

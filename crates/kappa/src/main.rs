@@ -2,6 +2,7 @@
 //! Kafka clients (they work against Kappa or any Kafka cluster).
 
 mod bench;
+mod bench_disk;
 mod bench_producer;
 mod bench_registry;
 mod client;
