@@ -240,9 +240,13 @@ impl Log {
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let mut bases: Vec<i64> = Vec::new();
+        let mut reused_markers = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".reused") {
+                reused_markers.push((stem.parse::<i64>().ok(), dir.join(&*name)));
+            }
             if let Some(stem) = name.strip_suffix(".log") {
                 let base = stem.parse::<i64>().map_err(|_| {
                     LogError::InvalidDirectory(
@@ -256,6 +260,13 @@ impl Log {
         bases.sort_unstable();
         let mut segments = BTreeMap::new();
         let last = bases.last().copied();
+        // Only the active segment can still hold an expired segment's bytes; a crash during a
+        // roll can leave the marker of one that has since been trimmed, or of none.
+        for (base, marker) in reused_markers {
+            if base.is_none() || base != last {
+                std::fs::remove_file(marker)?;
+            }
+        }
         for base in bases {
             // Rolled segments were fsynced before the next one was created, so only the
             // active one can hold a torn tail.

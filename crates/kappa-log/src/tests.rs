@@ -1395,3 +1395,20 @@ fn a_file_being_read_is_not_reused() {
     std::os::unix::fs::FileExt::read_exact_at(&*slice.file, &mut after, slice.position).unwrap();
     assert_eq!(before, after);
 }
+
+#[test]
+fn markers_of_reused_files_left_by_a_crash_during_a_roll_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    while log.segment_count() < 3 {
+        log.append(&make_batch(3, 0, 2000), 0).unwrap();
+    }
+    log.close().unwrap();
+    let bases: Vec<u64> = log_file_inodes(dir.path()).into_keys().collect();
+    let marker = |base: u64| dir.path().join(format!("{base:020}.reused"));
+    std::fs::write(marker(bases[0]), b"").unwrap();
+    std::fs::write(marker(bases[1] + 1), b"").unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert!(!marker(bases[0]).exists() && !marker(bases[1] + 1).exists());
+    assert_eq!(log.segment_count(), 3);
+}
