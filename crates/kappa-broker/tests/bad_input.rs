@@ -312,9 +312,15 @@ async fn fetches_across_segments_and_a_consumer_vanishing_mid_answer() {
         .with_name(TopicName(StrBytes::from_static_str("seg")))
         .with_num_partitions(1)
         .with_replication_factor(1)
-        .with_configs(vec![CreatableTopicConfig::default()
-            .with_name(StrBytes::from_static_str("segment.bytes"))
-            .with_value(Some(StrBytes::from_static_str("65536")))])]);
+        .with_configs(vec![
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_value(Some(StrBytes::from_static_str("65536"))),
+            // The batches' timestamps are from 1970: retention must not take them at a roll.
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("-1"))),
+        ])]);
     let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create).await;
     assert_eq!(r.topics[0].error_code, 0);
     // 300 batches of 10 records of ~1 KiB: about 3 MB over ~45 segments.

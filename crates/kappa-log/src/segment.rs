@@ -641,6 +641,8 @@ impl Segment {
         self.written = self.size;
         self.written_next_offset = self.next_offset;
         self.pending_from = self.size;
+        // A cut tail's bytes are gone: write-back hints start from the end of the batches.
+        self.writeback_from = self.size;
     }
 
     /// Cuts the zero padding direct writes leave after the last batch, once the segment takes
