@@ -1,5 +1,6 @@
 """Starts a real `kappa dev` process per test on free ports and a temporary data dir."""
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,7 +16,29 @@ KAPPA_BIN = os.environ.get("KAPPA_BIN") or str(
 )
 
 
+_ports_given = set()
+
+
 def free_port():
+    """A free port below the kernel's range of ephemeral ports, when there is room below it.
+    A port the kernel picked (bind to port 0) can be taken again as the source port of some
+    client's connection before kappa binds it, or while a test restarts kappa on it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    for _ in range(1000 if ephemeral_low > 11000 else 0):
+        port = random.randrange(10000, ephemeral_low)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
