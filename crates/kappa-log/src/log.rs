@@ -456,7 +456,8 @@ impl Log {
                 }
             }
             if !duplicates.is_empty() {
-                check_bodies(records, &headers)?;
+                // Answered as a retry only if it is one, whole: CRCs and all.
+                batch::validate_all(records)?;
                 if duplicates.len() != headers.len() {
                     return Err(LogError::CorruptBatch(
                         "a request mixes retried and new batches of one producer".into(),
@@ -930,15 +931,6 @@ fn stamp(
         pos += header.size;
     }
     Ok(next)
-}
-
-fn check_bodies(records: &[u8], headers: &[BatchHeader]) -> Result<()> {
-    let mut pos = 0;
-    for header in headers {
-        batch::check_body(&records[pos..pos + header.size], header)?;
-        pos += header.size;
-    }
-    Ok(())
 }
 
 impl LogConfig {

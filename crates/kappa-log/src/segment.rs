@@ -71,6 +71,7 @@ pub(crate) struct Segment {
 }
 
 /// How appends reach the file.
+#[derive(Clone)]
 enum Direct {
     /// Not decided yet: segments that never take an append never open a second handle.
     Untried,
@@ -82,20 +83,14 @@ enum Direct {
     Off,
 }
 
-/// How a [`PendingWrite`] reaches the file.
-enum WriteMode {
-    Direct(Arc<File>),
-    Blocks,
-    Buffered,
-}
-
 /// Appended bytes taken from a segment to be written to its file (see [`Segment::take_pending`]).
 pub(crate) struct PendingWrite {
     pub base_offset: i64,
     buf: AlignedBuf,
     position: u64,
     file: Arc<File>,
-    mode: WriteMode,
+    /// How the segment writes, when these bytes were taken.
+    mode: Direct,
     /// Where the segment's writeback stands; moved on by [`PendingWrite::write`].
     writeback_from: u64,
     /// The segment's size and next offset once these bytes are in the file.
@@ -108,28 +103,26 @@ impl PendingWrite {
     /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
         match &self.mode {
-            WriteMode::Direct(direct) => {
-                match direct.write_all_at(self.buf.padded(), self.position) {
-                    Ok(()) => return Ok(true),
-                    Err(e) if direct::refused(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            WriteMode::Blocks => {
+            Direct::On(direct) => match direct.write_all_at(self.buf.padded(), self.position) {
+                Ok(()) => return Ok(true),
+                Err(e) if direct::refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Direct::Blocks => {
                 self.file.write_all_at(self.buf.padded(), self.position)?;
                 self.start_writeback();
                 return Ok(true);
             }
-            WriteMode::Buffered => {}
+            Direct::Untried | Direct::Off => {}
         }
         self.file.write_all_at(self.buf.as_slice(), self.position)?;
         self.start_writeback();
-        Ok(matches!(self.mode, WriteMode::Buffered))
+        Ok(!matches!(self.mode, Direct::On(_)))
     }
 
     /// Whether these bytes bypass the page cache, so the tail cache should keep them.
     fn is_direct(&self) -> bool {
-        matches!(self.mode, WriteMode::Direct(_))
+        matches!(self.mode, Direct::On(_))
     }
 
     /// Asks the kernel to start writing back the buffered bytes once `WRITEBACK_AFTER_BYTES`
@@ -548,12 +541,8 @@ impl Segment {
         let buf = std::mem::replace(&mut self.pending, std::mem::take(spare));
         let position = self.pending_from;
         self.pending.clear();
-        let mode = match &self.direct {
-            Direct::On(file) => WriteMode::Direct(Arc::clone(file)),
-            Direct::Blocks => WriteMode::Blocks,
-            Direct::Untried | Direct::Off => WriteMode::Buffered,
-        };
-        if let WriteMode::Buffered = mode {
+        let mode = self.direct.clone();
+        if let Direct::Untried | Direct::Off = mode {
             self.pending_from = self.size;
         } else {
             // The next write starts again at the block this one ends in.
