@@ -12,6 +12,25 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from test_confluent_kafka import create_topic, read_all
 
 
+def assert_acknowledged_records_kept(got, acked, log_start):
+    """Every acknowledged record at or past its partition's log start (0 if not given) was
+    read once, at the offset it was acknowledged with, and offsets run on from the log start.
+    Returns the acknowledged records that had to be there."""
+    where = {}
+    per_partition = {}
+    for m in got:
+        assert m.value() not in where, f"{m.value()[:12]} appears twice"
+        where[m.value()] = (m.partition(), m.offset())
+        per_partition.setdefault(m.partition(), []).append(m.offset())
+    kept = {v: pos for v, pos in acked.items() if pos[1] >= log_start.get(pos[0], 0)}
+    for value, position in kept.items():
+        assert where.get(value) == position, f"acknowledged {value[:12]} at {position}, found {where.get(value)}"
+    for pt, offsets in per_partition.items():
+        start = log_start.get(pt, 0)
+        assert offsets == list(range(start, start + len(offsets)))
+    return kept
+
+
 @pytest.mark.parametrize("acks,direct,round_", [
     ("all", "false", 0), ("all", "false", 1), ("all", "true", 0), ("all", "true", 1),
     ("1", "false", 0), ("1", "true", 0)])
@@ -41,16 +60,7 @@ def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_
 
     k.start()
     got = read_all(k, "crash", 3, expected=len(acked))
-    where = {}
-    per_partition = {}
-    for m in got:
-        assert m.value() not in where, f"{m.value()} appears twice"
-        where[m.value()] = (m.partition(), m.offset())
-        per_partition.setdefault(m.partition(), []).append(m.offset())
-    for value, position in acked.items():
-        assert where.get(value) == position, f"acknowledged {value} at {position}, found {where.get(value)}"
-    for offsets in per_partition.values():
-        assert offsets == list(range(len(offsets)))
+    assert_acknowledged_records_kept(got, acked, {})
     # The restarted broker takes new writes after the recovered tail.
     p2 = Producer({"bootstrap.servers": k.bootstrap})
     p2.produce("crash", value=b"after", partition=0)
@@ -99,20 +109,10 @@ def test_acknowledged_records_survive_kill_9_in_reused_segment_files(kappa_facto
     c.close()
     assert all(start > 0 for start in log_start.values()), "retention moved every log start"
     got = read_all(k, "crash", 3)
-    where = {}
-    per_partition = {}
-    for m in got:
-        assert m.value() not in where, f"{m.value()[:12]} appears twice"
-        where[m.value()] = (m.partition(), m.offset())
-        per_partition.setdefault(m.partition(), []).append(m.offset())
-    kept = {v: pos for v, pos in acked.items() if pos[1] >= log_start[pos[0]]}
+    kept = assert_acknowledged_records_kept(got, acked, log_start)
     assert kept, "some acknowledged records are past the log start"
-    for value, position in kept.items():
-        assert where.get(value) == position, f"acknowledged {value[:12]} at {position}, found {where.get(value)}"
-    for pt, offsets in per_partition.items():
-        assert offsets == list(range(log_start[pt], log_start[pt] + len(offsets)))
     # Nothing read is anything but a record this producer sent.
-    assert all(v.startswith(b"r") and len(v) == 1000 for v in where)
+    assert all(m.value().startswith(b"r") and len(m.value()) == 1000 for m in got)
     p2 = Producer({"bootstrap.servers": k.bootstrap})
     p2.produce("crash", value=b"after", partition=0)
     assert p2.flush(10) == 0
