@@ -31,12 +31,10 @@ def assert_acknowledged_records_kept(got, acked, log_start):
     return kept
 
 
-@pytest.mark.parametrize("acks,direct,round_", [
-    ("all", "false", 0), ("all", "false", 1), ("all", "true", 0), ("all", "true", 1),
-    ("1", "false", 0), ("1", "true", 0)])
-def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_):
-    k = kappa_factory(["--direct-writes", direct]).start()
-    create_topic(k, "crash", 3)
+def produce_then_kill(k, acks, keep_going, value_len=0, records_per_check=1, **config):
+    """Produces keyed records to topic "crash" while `keep_going()`, checked every
+    `records_per_check` records, then kills the broker with SIGKILL. Returns the records
+    acknowledged before or after the kill: value -> (partition, offset)."""
     acked = {}
 
     def on_delivery(err, msg):
@@ -45,17 +43,30 @@ def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_
 
     # No retries: without idempotence a retry could legitimately duplicate a record.
     p = Producer({"bootstrap.servers": k.bootstrap, "acks": acks, "retries": 0, "linger.ms": 1,
-                  "message.timeout.ms": 5000, "batch.num.messages": random.choice([1, 10, 500])})
-    kill_at = time.time() + random.uniform(0.5, 2.0)
+                  "message.timeout.ms": 5000, **config})
     i = 0
-    while time.time() < kill_at:
-        p.produce("crash", key=str(i % 17).encode(), value=f"r{i}".encode(), on_delivery=on_delivery)
-        i += 1
-        p.poll(0)
-        if len(p) > 5000:
-            p.poll(0.01)
+    while keep_going():
+        for _ in range(records_per_check):
+            p.produce("crash", key=str(i % 17).encode(), value=f"r{i}".ljust(value_len).encode(),
+                      on_delivery=on_delivery)
+            i += 1
+            p.poll(0)
+            if len(p) > 5000:
+                p.poll(0.01)
     k.kill()
     p.flush(15)
+    return acked
+
+
+@pytest.mark.parametrize("acks,direct,round_", [
+    ("all", "false", 0), ("all", "false", 1), ("all", "true", 0), ("all", "true", 1),
+    ("1", "false", 0), ("1", "true", 0)])
+def test_acknowledged_records_survive_kill_9(kappa_factory, acks, direct, round_):
+    k = kappa_factory(["--direct-writes", direct]).start()
+    create_topic(k, "crash", 3)
+    kill_at = time.time() + random.uniform(0.5, 2.0)
+    acked = produce_then_kill(k, acks, lambda: time.time() < kill_at,
+                              **{"batch.num.messages": random.choice([1, 10, 500])})
     assert len(acked) > 100, "the producer should have been acknowledged before the kill"
 
     k.start()
@@ -75,31 +86,15 @@ def test_acknowledged_records_survive_kill_9_in_reused_segment_files(kappa_facto
     after their last batch, and recovery must keep every acknowledged record and none of those."""
     k = kappa_factory(["--direct-writes", direct]).start()
     create_topic(k, "crash", 3, {"segment.bytes": "1100000", "retention.bytes": "2200000"})
-    acked = {}
-
-    def on_delivery(err, msg):
-        if err is None:
-            acked[msg.value()] = (msg.partition(), msg.offset())
-
-    def reused_files():
-        return list(k.data_dir.rglob("*.reused"))
-
-    p = Producer({"bootstrap.servers": k.bootstrap, "acks": acks, "retries": 0, "linger.ms": 1,
-                  "message.timeout.ms": 5000})
     kill_at = time.time() + random.uniform(0.5, 2.0)
     give_up = time.time() + 30
-    i = 0
-    while time.time() < kill_at or not reused_files():
+
+    def keep_going():
+        """Until the kill time and a reused file (its marker) both exist."""
         assert time.time() < give_up, "no roll reused a segment file"
-        for _ in range(1000):
-            p.produce("crash", key=str(i % 17).encode(), value=f"r{i}".ljust(1000).encode(),
-                      on_delivery=on_delivery)
-            i += 1
-            p.poll(0)
-            if len(p) > 5000:
-                p.poll(0.01)
-    k.kill()
-    p.flush(15)
+        return time.time() < kill_at or not any(k.data_dir.rglob("*.reused"))
+
+    acked = produce_then_kill(k, acks, keep_going, value_len=1000, records_per_check=1000)
     assert len(acked) > 1000
 
     k.start()
