@@ -58,6 +58,40 @@ impl AlignedBuf {
         self.raw.capacity().saturating_sub(self.start)
     }
 
+    /// An empty buffer that holds `capacity` bytes, padding included, without growing.
+    pub fn with_capacity(capacity: usize) -> AlignedBuf {
+        let mut buf = AlignedBuf::default();
+        buf.reserve(capacity.div_ceil(BLOCK) * BLOCK);
+        buf
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+
+    /// The room after the data, for a reader to fill before [`AlignedBuf::assume_filled`].
+    pub fn spare_capacity_mut(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        self.raw.truncate(self.start + self.len);
+        self.raw.spare_capacity_mut()
+    }
+
+    /// Counts the first `n` bytes of [`AlignedBuf::spare_capacity_mut`] as data.
+    ///
+    /// # Safety
+    /// Those bytes must have been initialized.
+    pub unsafe fn assume_filled(&mut self, n: usize) {
+        assert!(n <= self.raw.capacity() - self.start - self.len);
+        self.raw.truncate(self.start + self.len);
+        // SAFETY: within capacity (asserted), and initialized as the caller promises.
+        unsafe { self.raw.set_len(self.start + self.len + n) };
+        self.len += n;
+    }
+
+    /// Whether `extra` more bytes, and the padding after them, fit without growing.
+    pub fn has_room_for(&self, extra: usize) -> bool {
+        (self.len + extra).div_ceil(BLOCK) * BLOCK <= self.capacity()
+    }
+
     /// Appends `data` and returns the copy, for the caller to stamp offsets into.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> &mut [u8] {
         self.reserve(self.len + data.len());
@@ -99,6 +133,72 @@ impl AlignedBuf {
         raw.extend_from_slice(self.as_slice());
         self.raw = raw;
         self.start = start;
+    }
+}
+
+/// A produce request's record set, read from the network straight into block-aligned memory,
+/// at the place within a block where its partition's file ends: the log can then write it to
+/// the file as it is, without copying it (see `Log::append_owned`). The bytes before it take a
+/// copy of the file's partial last block.
+pub struct OwnedRecords {
+    buf: AlignedBuf,
+    prefix: usize,
+}
+
+impl OwnedRecords {
+    /// Room for `len` bytes of records, to be appended where the file's next append lands
+    /// (`Log::next_append_position`).
+    pub fn new(append_position: u64, len: usize) -> OwnedRecords {
+        let prefix = (append_position % BLOCK as u64) as usize;
+        let mut buf = AlignedBuf::with_capacity(prefix + len);
+        buf.extend_from_slice(&[0u8; BLOCK][..prefix]);
+        OwnedRecords { buf, prefix }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.prefix
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf.as_slice()[self.prefix..]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf.as_mut_slice()[self.prefix..]
+    }
+
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The room after the records so far, for a reader to fill before
+    /// [`OwnedRecords::assume_filled`].
+    pub fn spare_capacity_mut(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        self.buf.spare_capacity_mut()
+    }
+
+    /// Counts the first `n` bytes of [`OwnedRecords::spare_capacity_mut`] as records.
+    ///
+    /// # Safety
+    /// Those bytes must have been initialized.
+    pub unsafe fn assume_filled(&mut self, n: usize) {
+        // SAFETY: passed on from the caller.
+        unsafe { self.buf.assume_filled(n) }
+    }
+
+    /// The position within a block these records were placed at.
+    pub(crate) fn prefix(&self) -> usize {
+        self.prefix
+    }
+
+    /// The buffer, its first `prefix` bytes set to `tail` (the file's partial last block).
+    pub(crate) fn into_block_aligned(mut self, tail: &[u8]) -> AlignedBuf {
+        self.buf.as_mut_slice()[..self.prefix].copy_from_slice(tail);
+        self.buf
     }
 }
 
@@ -258,6 +358,48 @@ impl TailCache {
             }
         }
     }
+}
+
+/// Writes `bufs` one after the other from `position` (block-aligned): all but the last up to
+/// their last whole block (the next one starts with that block), the last padded to whole
+/// blocks when `whole_blocks`, else as it is.
+pub(crate) fn write_chain(
+    file: &File,
+    bufs: &mut [AlignedBuf],
+    mut position: u64,
+    whole_blocks: bool,
+) -> io::Result<()> {
+    let Some((last, earlier)) = bufs.split_last_mut() else {
+        return Ok(());
+    };
+    let last = if whole_blocks {
+        last.padded()
+    } else {
+        last.as_slice()
+    };
+    let mut slices: Vec<io::IoSlice<'_>> = earlier
+        .iter()
+        .map(|b| &b.as_slice()[..b.len() / BLOCK * BLOCK])
+        .filter(|s| !s.is_empty())
+        .chain(std::iter::once(last))
+        .map(io::IoSlice::new)
+        .collect();
+    // At most IOV_MAX (1024 on Linux) buffers per call.
+    for group in slices.chunks_mut(512) {
+        let mut group = group;
+        while !group.is_empty() {
+            match rustix::io::pwritev(file, group, position) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    position += n as u64;
+                    io::IoSlice::advance_slices(&mut group, n);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens `path` for direct writes; `None` where the file system refuses `O_DIRECT` (tmpfs,

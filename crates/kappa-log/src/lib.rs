@@ -17,6 +17,7 @@ mod segment;
 mod tests;
 
 pub use cleaner::CleanStats;
+pub use direct::OwnedRecords;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use log::{AppendInfo, FileRead, FileSlice, Log, LogSlice, ReadResult};
 

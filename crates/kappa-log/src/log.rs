@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::batch::{self, BatchHeader};
-use crate::direct::AlignedBuf;
+use crate::direct::{AlignedBuf, OwnedRecords};
 use crate::producer_state::{self, ProducerState, SequenceCheck};
 use crate::segment::{read_batches, PendingWrite, Segment};
 use crate::{LogConfig, LogError, Result, TimestampType};
@@ -415,6 +415,23 @@ impl Log {
     /// the file, and readers, with the next [`Log::write_pending`]. A broker answers acks=1
     /// and acks=all only after that, and meanwhile gathers many appends into one write.
     pub fn append_deferred(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        self.append_incoming(Incoming::Borrowed(records), now_ms)
+    }
+
+    /// [`Log::append_deferred`] for records read into memory of their own, placed for the
+    /// position [`Log::next_append_position`] gave: when the file still ends there (and the
+    /// log writes directly), they are written from that memory without a copy.
+    pub fn append_owned(&self, records: OwnedRecords, now_ms: i64) -> Result<AppendInfo> {
+        self.append_incoming(Incoming::Owned(records), now_ms)
+    }
+
+    /// Where in its segment's file the next append lands (see [`OwnedRecords::new`]).
+    pub fn next_append_position(&self) -> u64 {
+        self.lock().active().size
+    }
+
+    fn append_incoming(&self, incoming: Incoming<'_>, now_ms: i64) -> Result<AppendInfo> {
+        let records = incoming.bytes();
         // Bodies (CRC, record framing) are checked on the staged copy, in `stamp`.
         let mut headers = batch::validate_all_but_body(records)?;
         if headers.iter().any(|h| h.is_control()) {
@@ -488,12 +505,26 @@ impl Log {
         if active.size == 0 {
             active.created_ms = now_ms;
         }
-        let staged = active.stage(records, config.direct_writes)?;
-        let next = match stamp(staged, &mut headers, base_offset, log_append_time) {
-            Ok(next) => next,
-            Err(e) => {
-                active.unstage(total);
-                return Err(e);
+        let next = match incoming {
+            Incoming::Borrowed(records) => {
+                let staged = active.stage(records, config.direct_writes)?;
+                match stamp(staged, &mut headers, base_offset, log_append_time) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        active.unstage(total);
+                        return Err(e);
+                    }
+                }
+            }
+            Incoming::Owned(mut records) => {
+                let next = stamp(
+                    records.as_mut_slice(),
+                    &mut headers,
+                    base_offset,
+                    log_append_time,
+                )?;
+                active.stage_owned(records, config.direct_writes)?;
+                next
             }
         };
         if let Err(e) = active.appended(&headers, config.index_interval_bytes) {
@@ -905,6 +936,22 @@ impl Log {
         state.closed = true;
         std::fs::remove_dir_all(&self.dir)?;
         Ok(())
+    }
+}
+
+/// Records to append: a request's, copied into the log's write buffer, or in memory of their
+/// own that the log may take as it is.
+enum Incoming<'a> {
+    Borrowed(&'a [u8]),
+    Owned(OwnedRecords),
+}
+
+impl Incoming<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Incoming::Borrowed(records) => records,
+            Incoming::Owned(records) => records.as_slice(),
+        }
     }
 }
 

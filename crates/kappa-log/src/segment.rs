@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
-use crate::direct::{self, AlignedBuf, TailCache, BLOCK};
+use crate::direct::{self, AlignedBuf, OwnedRecords, TailCache, BLOCK};
 use crate::log::{FileSlice, LogSlice};
 use crate::Result;
 
@@ -47,7 +47,12 @@ pub(crate) struct Segment {
     /// Appended bytes not yet in the file, to be written at `pending_from`. With direct writes
     /// the buffer starts with the file's partial last block, which is written again with them.
     pending: AlignedBuf,
+    /// Where the first pending buffer is to be written: `sealed[0]`'s, or else `pending`'s.
     pending_from: u64,
+    /// Earlier pending buffers, oldest first (direct writes and whole-block writes only): each
+    /// ends in the partial block the next one starts with. A buffer of records taken without a
+    /// copy ([`Segment::stage_owned`]) starts a new one.
+    sealed: Vec<AlignedBuf>,
     /// File position up to which the kernel was asked to start writing back (buffered writes).
     writeback_from: u64,
     /// The newest directly written bytes, ending at `written`.
@@ -86,7 +91,9 @@ enum Direct {
 /// Appended bytes taken from a segment to be written to its file (see [`Segment::take_pending`]).
 pub(crate) struct PendingWrite {
     pub base_offset: i64,
-    buf: AlignedBuf,
+    /// Written one after the other from `position`: all but the last up to their last whole
+    /// block, as the next one starts with that block.
+    bufs: Vec<AlignedBuf>,
     position: u64,
     file: Arc<File>,
     /// How the segment writes, when these bytes were taken.
@@ -103,19 +110,19 @@ impl PendingWrite {
     /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
         match &self.mode {
-            Direct::On(direct) => match direct.write_all_at(self.buf.padded(), self.position) {
+            Direct::On(direct) => match direct::write_chain(direct, &mut self.bufs, self.position, true) {
                 Ok(()) => return Ok(true),
                 Err(e) if direct::refused(&e) => {}
                 Err(e) => return Err(e.into()),
             },
             Direct::Blocks => {
-                self.file.write_all_at(self.buf.padded(), self.position)?;
+                direct::write_chain(&self.file, &mut self.bufs, self.position, true)?;
                 self.start_writeback();
                 return Ok(true);
             }
             Direct::Untried | Direct::Off => {}
         }
-        self.file.write_all_at(self.buf.as_slice(), self.position)?;
+        direct::write_chain(&self.file, &mut self.bufs, self.position, false)?;
         self.start_writeback();
         Ok(!matches!(self.mode, Direct::On(_)))
     }
@@ -130,7 +137,7 @@ impl PendingWrite {
     /// pages pile up to the kernel's background threshold (gigabytes on a large machine), and
     /// its flusher then writes them in a burst that stalls appends and fsyncs for tens of ms.
     fn start_writeback(&mut self) {
-        let end = self.position + self.buf.len() as u64;
+        let end = self.end;
         if end < self.writeback_from + WRITEBACK_AFTER_BYTES {
             return;
         }
@@ -143,8 +150,8 @@ impl PendingWrite {
     }
 
     /// The emptied buffer, for the next write.
-    pub fn into_buffer(self) -> AlignedBuf {
-        let mut buf = self.buf;
+    pub fn into_buffer(mut self) -> AlignedBuf {
+        let mut buf = self.bufs.pop().unwrap_or_default();
         let used = buf.len();
         buf.clear();
         buf.shrink(used, PENDING_KEEP_BYTES);
@@ -181,6 +188,9 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 /// so a partition under heavy load keeps its buffers (two) up to this size; see
 /// [`AlignedBuf::shrink`] for when they go.
 const PENDING_KEEP_BYTES: usize = 32 << 20;
+
+/// Least room of a pending buffer started because the current one is full.
+const PENDING_GROWTH: usize = 1 << 20;
 
 /// What opening a segment found.
 pub(crate) struct Opened {
@@ -235,6 +245,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            sealed: Vec::new(),
             writeback_from: 0,
             recent: TailCache::default(),
             max_timestamp: -1,
@@ -278,6 +289,7 @@ impl Segment {
             written_next_offset: base_offset,
             pending: AlignedBuf::default(),
             pending_from: 0,
+            sealed: Vec::new(),
             writeback_from: file_len,
             recent: TailCache::default(),
             max_timestamp: -1,
@@ -480,11 +492,55 @@ impl Segment {
         if let Direct::Untried = self.direct {
             self.choose_direct(direct_writes)?;
         }
+        if self.writes_blocks() && !self.pending.has_room_for(data.len()) {
+            // Growing would copy what is pending (a request's records, taken without a copy):
+            // the bytes go into a new buffer instead.
+            let tail = (self.size % BLOCK as u64) as usize;
+            let mut next = AlignedBuf::with_capacity((tail + data.len()).max(PENDING_GROWTH));
+            next.extend_from_slice(&self.pending.as_slice()[self.pending.len() - tail..]);
+            self.seal_pending(next);
+        }
         Ok(self.pending.extend_from_slice(data))
+    }
+
+    /// Takes `records`, already stamped, as the next bytes of the segment. Where the segment
+    /// writes whole blocks and the records sit in memory where the file's last block needs
+    /// them, their buffer becomes the pending one, without a copy; else they are copied.
+    pub fn stage_owned(&mut self, records: OwnedRecords, direct_writes: bool) -> Result<()> {
+        if let Direct::Untried = self.direct {
+            self.choose_direct(direct_writes)?;
+        }
+        let tail = (self.size % BLOCK as u64) as usize;
+        if !self.writes_blocks() || records.prefix() != tail {
+            self.stage(records.as_slice(), direct_writes)?;
+            return Ok(());
+        }
+        let buf = records.into_block_aligned(&self.pending.as_slice()[self.pending.len() - tail..]);
+        self.seal_pending(buf);
+        Ok(())
+    }
+
+    /// Whether pending bytes start at a block boundary, with the file's partial last block.
+    fn writes_blocks(&self) -> bool {
+        matches!(self.direct, Direct::On(_) | Direct::Blocks)
+    }
+
+    /// Makes `next` (which starts with a copy of the partial block `pending` ends in) the
+    /// pending buffer; `pending` is kept for the next write unless that block is all it holds.
+    fn seal_pending(&mut self, next: AlignedBuf) {
+        let tail = (self.size % BLOCK as u64) as usize;
+        let previous = std::mem::replace(&mut self.pending, next);
+        if previous.len() > tail {
+            self.sealed.push(previous);
+        } else if self.sealed.is_empty() {
+            // The dropped buffer held only the block `next` starts with, at the same position.
+            debug_assert_eq!(self.pending_from, self.size - tail as u64);
+        }
     }
 
     /// Drops the last `len` staged bytes: an append that failed after [`Segment::stage`].
     pub fn unstage(&mut self, len: usize) {
+        debug_assert!(self.pending.len() >= len);
         self.pending.truncate(self.pending.len() - len);
     }
 
@@ -507,6 +563,7 @@ impl Segment {
     fn choose_direct(&mut self, direct_writes: bool) -> Result<()> {
         debug_assert_eq!(self.size, self.written);
         self.pending.clear();
+        self.sealed.clear();
         let path = log_path(&self.dir, self.base_offset);
         let direct_file = if direct_writes {
             direct::open(&path)?
@@ -538,7 +595,7 @@ impl Segment {
         if self.size == self.written {
             return None;
         }
-        let buf = std::mem::replace(&mut self.pending, std::mem::take(spare));
+        let last = std::mem::replace(&mut self.pending, std::mem::take(spare));
         let position = self.pending_from;
         self.pending.clear();
         let mode = self.direct.clone();
@@ -548,12 +605,14 @@ impl Segment {
             // The next write starts again at the block this one ends in.
             let tail = (self.size % BLOCK as u64) as usize;
             self.pending
-                .extend_from_slice(&buf.as_slice()[buf.len() - tail..]);
+                .extend_from_slice(&last.as_slice()[last.len() - tail..]);
             self.pending_from = self.size - tail as u64;
         }
+        let mut bufs = std::mem::take(&mut self.sealed);
+        bufs.push(last);
         Some(PendingWrite {
             base_offset: self.base_offset,
-            buf,
+            bufs,
             position,
             file: Arc::clone(&self.file),
             mode,
@@ -591,16 +650,35 @@ impl Segment {
             self.recent.clear();
             return job.into_buffer();
         }
-        let used = job.buf.len();
-        let range = (from - job.position) as usize..(job.end - job.position) as usize;
-        match self.recent.push(from, job.buf, range, cache_bytes) {
-            Some(mut buf) => {
+        // Each buffer's bytes from `from` on, up to where the next one starts.
+        let PendingWrite {
+            bufs, position, end, ..
+        } = job;
+        let count = bufs.len();
+        let mut spare: Option<AlignedBuf> = None;
+        let mut at = position;
+        for (i, buf) in bufs.into_iter().enumerate() {
+            let used = buf.len();
+            let until = if i + 1 == count {
+                end
+            } else {
+                at + (used / BLOCK * BLOCK) as u64
+            };
+            let start = from.max(at);
+            let handed_back = if start < until {
+                let range = (start - at) as usize..(until - at) as usize;
+                self.recent.push(start, buf, range, cache_bytes)
+            } else {
+                Some(buf)
+            };
+            if let (None, Some(mut buf)) = (&spare, handed_back) {
                 buf.clear();
                 buf.shrink(used, PENDING_KEEP_BYTES);
-                buf
+                spare = Some(buf);
             }
-            None => AlignedBuf::default(),
+            at = until;
         }
+        spare.unwrap_or_default()
     }
 
     /// Reads `buf.len()` bytes at `pos` (below `written`), from the tail cache when it holds them.
@@ -630,6 +708,7 @@ impl Segment {
         self.written = self.size;
         self.written_next_offset = self.next_offset;
         self.pending_from = self.size;
+        self.sealed.clear();
         // A cut tail's bytes are gone: write-back hints start from the end of the batches.
         self.writeback_from = self.size;
     }
@@ -642,6 +721,7 @@ impl Segment {
         self.recent.clear();
         // Frees the write buffer and closes the direct handle: neither is needed any more.
         self.pending = AlignedBuf::default();
+        self.sealed = Vec::new();
         self.direct = Direct::Untried;
         // Padding also stays after a fallback from direct to buffered writes.
         if self.file.metadata()?.len() > self.size {

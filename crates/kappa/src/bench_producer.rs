@@ -16,10 +16,9 @@ use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -470,37 +469,15 @@ impl BrokerConnection {
         Ok(v)
     }
 
-    /// Encodes a request into `buf` (cleared first), with the next correlation id.
-    fn encode_frame<T: Encodable>(
-        &mut self,
-        buf: &mut BytesMut,
-        api: ApiKey,
-        version: i16,
-        body: &T,
-    ) -> anyhow::Result<()> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        buf.clear();
-        buf.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
-            .encode(buf, api.request_header_version(version))?;
-        body.encode(buf, version)?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(())
-    }
-
     fn call<Req: Encodable, Resp: Decodable>(
         &mut self,
         api: ApiKey,
         version: i16,
         body: &Req,
     ) -> anyhow::Result<Resp> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
         let mut frame = BytesMut::new();
-        self.encode_frame(&mut frame, api, version, body)?;
+        encode_frame(&mut frame, api, version, self.correlation_id, body)?;
         self.stream
             .write_all(&frame)
             .with_context(|| format!("sending {api:?} to {}", self.address))?;
@@ -508,6 +485,28 @@ impl BrokerConnection {
         let mut reader = &self.stream;
         read_answer(&mut reader, api, version, expected, &self.address)
     }
+}
+
+/// Encodes a request frame into `buf` (cleared first).
+fn encode_frame<T: Encodable>(
+    buf: &mut BytesMut,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> anyhow::Result<()> {
+    buf.clear();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
+        .encode(buf, api.request_header_version(version))?;
+    body.encode(buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Reads one response frame and decodes it, checking its correlation id.
@@ -579,13 +578,12 @@ fn spawn_connection(
             read_produce_answers(stream, &address, version, in_flight_rx, start)
         }))
     };
-    let topic_name = TopicName(StrBytes::from_string(topic));
     Ok(std::thread::spawn(move || {
         let sent = send_batches(
             &mut conn,
             version,
             acks,
-            topic_name,
+            &topic,
             (batches, recycle),
             (in_flight_tx, start),
         );
@@ -613,7 +611,7 @@ fn send_batches(
     conn: &mut BrokerConnection,
     version: i16,
     acks: i16,
-    topic: TopicName,
+    topic: &str,
     (batches, recycle): (Receiver<SealedBatch>, Sender<Vec<u8>>),
     (in_flight, start): (SyncSender<InFlight>, Instant),
 ) -> anyhow::Result<ProduceOutcome> {
@@ -653,48 +651,143 @@ fn send_batches(
                 Err(TryRecvError::Disconnected) => closed = true,
             }
         }
-        let request = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(REQUEST_TIMEOUT_MS)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic.clone())
-                .with_partition_data(
-                    taken
-                        .iter()
-                        .map(|b| {
-                            PartitionProduceData::default()
-                                .with_index(b.partition)
-                                .with_records(Some(b.bytes.clone()))
-                        })
-                        .collect(),
-                )]);
-        conn.encode_frame(&mut frame, ApiKey::Produce, version, &request)?;
-        drop(request);
-        let mut record = InFlight {
-            correlation_id: conn.correlation_id,
-            batches: Vec::with_capacity(taken.len()),
-        };
+        conn.correlation_id = conn.correlation_id.wrapping_add(1);
+        let records: Vec<(i32, &[u8])> =
+            taken.iter().map(|b| (b.partition, &b.bytes[..])).collect();
+        let cuts = encode_produce_frame(
+            &mut frame,
+            version,
+            conn.correlation_id,
+            (acks, topic),
+            &records,
+        );
+        drop(records);
+        let mut batches = Vec::with_capacity(taken.len());
+        let mut data = Vec::with_capacity(taken.len());
         for b in taken {
-            if let Ok(buf) = b.bytes.try_into_mut() {
-                let _ = recycle.send(Vec::from(buf));
-            }
-            record.batches.push((b.partition, b.sent));
+            batches.push((b.partition, b.sent));
+            data.push(b.bytes);
         }
         if acks == 0 {
-            conn.stream.write_all(&frame)?;
-            for (_, sent) in &record.batches {
+            for (_, sent) in &batches {
                 unanswered.record(sent, start, None);
             }
         } else {
+            let record = InFlight {
+                correlation_id: conn.correlation_id,
+                batches,
+            };
             in_flight
                 .send(record)
                 .map_err(|_| anyhow!("the connection to {} ended", conn.address))?;
-            conn.stream
-                .write_all(&frame)
-                .with_context(|| format!("sending Produce to {}", conn.address))?;
+        }
+        write_gathered(&mut conn.stream, &frame, &cuts, &data)
+            .with_context(|| format!("sending Produce to {}", conn.address))?;
+        for bytes in data {
+            if let Ok(buf) = bytes.try_into_mut() {
+                let _ = recycle.send(Vec::from(buf));
+            }
         }
     }
     Ok(unanswered)
+}
+
+/// Encodes a Produce request frame for one topic into `frame`, all but the partitions'
+/// record bytes, which are sent from the batches' own buffers (`write_gathered`), as the Java
+/// producer does with its gathering writes. Returns where each partition's records go in
+/// `frame`. Versions 3 to 9; 9 is the first flexible one.
+fn encode_produce_frame(
+    frame: &mut BytesMut,
+    version: i16,
+    correlation_id: i32,
+    (acks, topic): (i16, &str),
+    records: &[(i32, &[u8])],
+) -> Vec<usize> {
+    let flexible = version >= 9;
+    // Flexible versions count arrays and strings plus one, in an unsigned varint.
+    let put_len = |frame: &mut BytesMut, len: usize| {
+        if flexible {
+            put_uvarint(frame, len as u64 + 1);
+        } else {
+            frame.put_i32(len as i32);
+        }
+    };
+    frame.clear();
+    frame.put_i32(0); // the frame's length, below
+    frame.put_i16(ApiKey::Produce as i16);
+    frame.put_i16(version);
+    frame.put_i32(correlation_id);
+    // The header's client id is a plain nullable string even in header version 2.
+    frame.put_i16(CLIENT_ID.len() as i16);
+    frame.put_slice(CLIENT_ID.as_bytes());
+    if flexible {
+        frame.put_u8(0); // the header's tagged fields
+        frame.put_u8(0); // transactional id: null
+    } else {
+        frame.put_i16(-1); // transactional id: null
+    }
+    frame.put_i16(acks);
+    frame.put_i32(REQUEST_TIMEOUT_MS);
+    put_len(frame, 1); // one topic
+    if flexible {
+        put_uvarint(frame, topic.len() as u64 + 1);
+    } else {
+        frame.put_i16(topic.len() as i16);
+    }
+    frame.put_slice(topic.as_bytes());
+    put_len(frame, records.len());
+    let mut cuts = Vec::with_capacity(records.len());
+    for (partition, bytes) in records {
+        frame.put_i32(*partition);
+        put_len(frame, bytes.len());
+        cuts.push(frame.len());
+        if flexible {
+            frame.put_u8(0); // the partition's tagged fields
+        }
+    }
+    if flexible {
+        frame.put_u8(0); // the topic's tagged fields
+        frame.put_u8(0); // the request's tagged fields
+    }
+    let total = frame.len() - 4 + records.iter().map(|(_, b)| b.len()).sum::<usize>();
+    frame[..4].copy_from_slice(&(total as i32).to_be_bytes());
+    cuts
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// Writes `frame` with `records[i]` inserted at `cuts[i]`, in as few system calls as the
+/// socket takes.
+fn write_gathered(
+    stream: &mut impl Write,
+    frame: &[u8],
+    cuts: &[usize],
+    records: &[Bytes],
+) -> std::io::Result<()> {
+    let mut slices = Vec::with_capacity(2 * cuts.len() + 1);
+    let mut from = 0;
+    for (&cut, bytes) in cuts.iter().zip(records) {
+        slices.push(std::io::IoSlice::new(&frame[from..cut]));
+        slices.push(std::io::IoSlice::new(bytes));
+        from = cut;
+    }
+    slices.push(std::io::IoSlice::new(&frame[from..]));
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_produce_answers(
@@ -755,6 +848,8 @@ impl ProduceOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::ProduceRequest;
 
     #[test]
     fn keys_hash_to_the_partitions_the_java_producer_picks() {
@@ -774,6 +869,45 @@ mod tests {
                 partition,
                 "key {key:?}"
             );
+        }
+    }
+
+    #[test]
+    fn gathered_produce_frames_equal_kafka_protocol_encoding() {
+        let batches: Vec<Bytes> = (0..3u8)
+            .map(|i| Bytes::from(vec![i; 100 + 300 * i as usize]))
+            .collect();
+        let records: Vec<(i32, &[u8])> = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as i32 * 2, &b[..]))
+            .collect();
+        let topic = "gathered-topic";
+        for version in 3..=9 {
+            let mut frame = BytesMut::new();
+            let cuts = encode_produce_frame(&mut frame, version, 77, (-1, topic), &records);
+            let mut sent = Vec::new();
+            write_gathered(&mut sent, &frame, &cuts, &batches).unwrap();
+
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(REQUEST_TIMEOUT_MS)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partition_data(
+                        records
+                            .iter()
+                            .zip(&batches)
+                            .map(|((p, _), b)| {
+                                PartitionProduceData::default()
+                                    .with_index(*p)
+                                    .with_records(Some(b.clone()))
+                            })
+                            .collect(),
+                    )]);
+            let mut expected = BytesMut::new();
+            encode_frame(&mut expected, ApiKey::Produce, version, 77, &request).unwrap();
+            assert_eq!(sent, expected.to_vec(), "version {version}");
         }
     }
 
