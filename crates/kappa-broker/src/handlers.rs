@@ -47,7 +47,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use kappa_log::{AppendInfo, Log, LogError};
+use kappa_log::{AppendInfo, Log, LogError, OwnedRecords};
 use uuid::Uuid;
 
 use crate::durability::Syncer;
@@ -64,6 +64,9 @@ pub struct RequestContext {
     pub client_host: String,
     /// Error codes put in the response (for the per-API error metric).
     pub errors: u32,
+    /// A Produce request's record sets read into memory of their own as they arrived, one
+    /// slot per partition in request order (see `produce_stream`); empty for other requests.
+    pub streamed_records: Vec<Option<OwnedRecords>>,
 }
 
 impl RequestContext {
@@ -389,6 +392,7 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             ProduceResponse::default().with_responses(responses),
         )));
     }
+    let mut streamed = std::mem::take(&mut ctx.streamed_records).into_iter();
     type Appended = Result<(Arc<Syncer>, AppendInfo), (ResponseError, Option<String>)>;
     let mut appends: Vec<(TopicName, i32, Appended)> = Vec::new();
     let now = now_ms();
@@ -405,6 +409,7 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             )
         };
         for p in topic_data.partition_data {
+            let streamed = streamed.next().flatten();
             let target = match &topic {
                 Ok(t) => t
                     .partition(p.index)
@@ -415,14 +420,19 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             // Appending is a copy into the partition's write buffer: done here, in request
             // order; the partition's write loop takes it to the file. An append that must
             // first roll the segment or write a full buffer does file I/O: off the runtime.
-            let appended = match (target, p.records) {
+            let records = match (streamed, p.records) {
+                (Some(owned), _) => Some(Incoming::Owned(owned)),
+                (None, Some(records)) => Some(Incoming::Shared(records)),
+                (None, None) => None,
+            };
+            let appended = match (target, records) {
                 (Ok((log, syncer)), Some(records)) => match if log.needs_room(records.len(), now) {
                     let log = log.clone();
-                    tokio::task::spawn_blocking(move || log.append_deferred(&records, now))
+                    tokio::task::spawn_blocking(move || records.append_to(&log, now))
                         .await
                         .unwrap_or_else(|e| Err(LogError::Io(std::io::Error::other(e))))
                 } else {
-                    log.append_deferred(&records, now)
+                    records.append_to(log, now)
                 } {
                     Ok(info) => Ok((syncer.clone(), info)),
                     Err(e) => {
@@ -538,6 +548,29 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             errors,
         )
     }))
+}
+
+/// A partition's records in a Produce request: a slice of the request's frame, or read into
+/// memory of their own (which the log may write without copying).
+enum Incoming {
+    Shared(Bytes),
+    Owned(OwnedRecords),
+}
+
+impl Incoming {
+    fn len(&self) -> usize {
+        match self {
+            Incoming::Shared(records) => records.len(),
+            Incoming::Owned(records) => records.len(),
+        }
+    }
+
+    fn append_to(self, log: &Log, now: i64) -> Result<AppendInfo, LogError> {
+        match self {
+            Incoming::Shared(records) => log.append_deferred(&records, now),
+            Incoming::Owned(records) => log.append_owned(records, now),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

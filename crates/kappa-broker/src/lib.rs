@@ -10,6 +10,7 @@ mod fetch_response;
 pub mod groups;
 mod handlers;
 pub mod metrics;
+pub mod produce_stream;
 mod server;
 pub mod topics;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kappa_log::OwnedRecords;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +21,7 @@ use crate::fetch_response::{self, Chunk};
 use crate::groups::GroupCoordinator;
 use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
+use crate::produce_stream::{self, StreamError};
 use crate::topics::{TopicError, TopicRegistry};
 
 /// The broker's shared state.
@@ -200,6 +202,7 @@ impl Broker {
                     return Ok(());
                 }
                 let len = len as usize;
+                let mut streamed = Vec::new();
                 let frame = if 4 + len <= READ_BUFFER_BYTES {
                     if buf.capacity() < 4 + len {
                         buf.reserve(4 + len - buf.len());
@@ -212,22 +215,63 @@ impl Broker {
                     buf.advance(4);
                     buf.split_to(len).freeze()
                 } else {
-                    // A large frame gets a buffer of its own, freed with the request, so the
-                    // shared buffer stays small (and nothing kept from a request pins much).
-                    let mut own = BytesMut::with_capacity(len);
-                    let buffered = buf.len().min(4 + len);
-                    own.extend_from_slice(&buf[4..buffered]);
-                    buf.advance(buffered);
-                    while own.len() < len {
-                        let missing = (len - own.len()) as u64;
-                        if (&mut reader).take(missing).read_buf(&mut own).await? == 0 {
+                    // The frame holds at least its api key, version and correlation id.
+                    while buf.len() < 12 {
+                        if reader.read_buf(&mut buf).await? == 0 {
                             return Err(std::io::ErrorKind::UnexpectedEof.into());
                         }
                     }
-                    own.freeze()
+                    if let Some(version) = streamable_produce(&buf[4..8]) {
+                        buf.advance(4);
+                        let topics = &self.topics;
+                        let position = |topic: &str, partition: i32| {
+                            topics
+                                .get(topic)
+                                .and_then(|t| {
+                                    t.partition(partition).map(|log| log.next_append_position())
+                                })
+                                .unwrap_or(0)
+                        };
+                        match produce_stream::read_produce(
+                            &mut reader,
+                            &mut buf,
+                            len,
+                            version,
+                            position,
+                        )
+                        .await
+                        {
+                            Ok(request) => {
+                                streamed = request.records;
+                                request.skeleton
+                            }
+                            Err(StreamError::Io(e)) => return Err(e),
+                            Err(StreamError::Malformed(reason)) => {
+                                let _ = queue
+                                    .send(Queued::Ready(FrameOutcome::Close(reason), None))
+                                    .await;
+                                return Ok(());
+                            }
+                        }
+                    } else {
+                        // A large frame gets a buffer of its own, freed with the request, so
+                        // the shared buffer stays small (and nothing kept from a request pins
+                        // much).
+                        let mut own = BytesMut::with_capacity(len);
+                        let buffered = buf.len().min(4 + len);
+                        own.extend_from_slice(&buf[4..buffered]);
+                        buf.advance(buffered);
+                        while own.len() < len {
+                            let missing = (len - own.len()) as u64;
+                            if (&mut reader).take(missing).read_buf(&mut own).await? == 0 {
+                                return Err(std::io::ErrorKind::UnexpectedEof.into());
+                            }
+                        }
+                        own.freeze()
+                    }
                 };
                 activity.request_started();
-                let queued = self.handle_frame(frame, peer).await;
+                let queued = self.handle_frame(frame, streamed, peer).await;
                 let close = matches!(queued, Queued::Ready(FrameOutcome::Close(_), _));
                 if queue.send(queued).await.is_err() || close {
                     return Ok(());
@@ -240,7 +284,14 @@ impl Broker {
         result
     }
 
-    async fn handle_frame(self: &Arc<Self>, frame: Bytes, peer: SocketAddr) -> Queued {
+    /// Handles one request frame; `streamed` holds the record sets a Produce request's frame
+    /// had taken out (see `produce_stream`).
+    async fn handle_frame(
+        self: &Arc<Self>,
+        frame: Bytes,
+        streamed: Vec<Option<OwnedRecords>>,
+        peer: SocketAddr,
+    ) -> Queued {
         let started = Instant::now();
         let (api_key, api_version, correlation_id, header, request) = match decode_request(frame) {
             Ok(Decoded::Request {
@@ -273,6 +324,7 @@ impl Broker {
                 .unwrap_or_default(),
             client_host: format!("/{}", peer.ip()),
             errors: 0,
+            streamed_records: streamed,
         };
         let labels = ApiLabels {
             api: format!("{api_key:?}"),
@@ -315,6 +367,15 @@ impl Broker {
             ),
         }
     }
+}
+
+/// The version of the Produce request whose frame starts with `header` (api key, version), when
+/// it is one whose record sets `produce_stream` can take out as they arrive.
+fn streamable_produce(header: &[u8]) -> Option<i16> {
+    let api_key = i16::from_be_bytes([header[0], header[1]]);
+    let version = i16::from_be_bytes([header[2], header[3]]);
+    let (min, max) = supported_versions(ApiKey::Produce)?;
+    (api_key == ApiKey::Produce as i16 && (min..=max).contains(&version)).then_some(version)
 }
 
 /// A connection's read buffer; frames larger than this are read into buffers of their own.

@@ -191,7 +191,7 @@ impl OwnedRecords {
     }
 
     /// The position within a block these records were placed at.
-    pub(crate) fn prefix(&self) -> usize {
+    pub fn prefix(&self) -> usize {
         self.prefix
     }
 

@@ -17,8 +17,8 @@ mod segment;
 mod tests;
 
 pub use cleaner::CleanStats;
-pub use direct::OwnedRecords;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use direct::OwnedRecords;
 pub use log::{AppendInfo, FileRead, FileSlice, Log, LogSlice, ReadResult};
 
 /// Errors of the partition log. Variants map onto Kafka error codes in the broker.

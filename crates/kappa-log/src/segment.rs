@@ -110,11 +110,13 @@ impl PendingWrite {
     /// `Ok(false)` then tells the segment to stop trying direct writes.
     pub fn write(&mut self) -> Result<bool> {
         match &self.mode {
-            Direct::On(direct) => match direct::write_chain(direct, &mut self.bufs, self.position, true) {
-                Ok(()) => return Ok(true),
-                Err(e) if direct::refused(&e) => {}
-                Err(e) => return Err(e.into()),
-            },
+            Direct::On(direct) => {
+                match direct::write_chain(direct, &mut self.bufs, self.position, true) {
+                    Ok(()) => return Ok(true),
+                    Err(e) if direct::refused(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Direct::Blocks => {
                 direct::write_chain(&self.file, &mut self.bufs, self.position, true)?;
                 self.start_writeback();
@@ -652,7 +654,10 @@ impl Segment {
         }
         // Each buffer's bytes from `from` on, up to where the next one starts.
         let PendingWrite {
-            bufs, position, end, ..
+            bufs,
+            position,
+            end,
+            ..
         } = job;
         let count = bufs.len();
         let mut spare: Option<AlignedBuf> = None;

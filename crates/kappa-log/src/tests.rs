@@ -1494,7 +1494,9 @@ fn owned_appends_land_intact(config: LogConfig) {
     let holds = |log: &Log, appended: &std::collections::BTreeMap<i64, Vec<u8>>| {
         if log_append_time {
             // The stored batches differ from the sent ones where LogAppendTime rewrites them.
-            let all = log.read(log.log_start_offset(), usize::MAX / 2, true).unwrap();
+            let all = log
+                .read(log.log_start_offset(), usize::MAX / 2, true)
+                .unwrap();
             let mut at = 0;
             for header in batches_in(&all.bytes) {
                 let sent = &appended[&header.base_offset];
