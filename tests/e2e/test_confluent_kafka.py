@@ -5,7 +5,8 @@ import random
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME,
+                             Consumer, KafkaError, KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewPartitions, NewTopic)
 
@@ -261,6 +262,65 @@ def test_direct_writes_serve_tail_readers_and_survive_a_restart(kappa_factory, a
     # Both reads saw the same records at the same offsets.
     assert sorted((m.partition(), m.offset(), m.value()) for m in after) == sorted(
         (part, off, v) for part, records in tailed.items() for off, v in records)
+
+
+def metric_total(kappa, line_prefix):
+    return sum(float(l.split()[-1]) for l in kappa.http("/metrics").splitlines()
+               if l.startswith(line_prefix))
+
+
+@pytest.mark.parametrize("direct", ["true", "false"])
+@pytest.mark.parametrize("timestamp_type", ["CreateTime", "LogAppendTime"])
+def test_large_batches_land_intact_and_direct_writes_take_them_without_a_copy(
+        kappa_factory, direct, timestamp_type):
+    """librdkafka's large batches (up to 1 MB) are read from the socket into memory of their
+    own; with direct writes the log writes them from there. Every record comes back as sent,
+    before and after a restart, with the broker's timestamp on LogAppendTime topics."""
+    k = kappa_factory(["--direct-writes", direct]).start()
+    topic = "large"
+    create_topic(k, topic, 6, {"message.timestamp.type": timestamp_type})
+    p = Producer({"bootstrap.servers": k.bootstrap, "linger.ms": 100, "batch.size": 1_000_000,
+                  "acks": "all"})
+    rng = random.Random(7)
+    sent = {}
+    errors = []
+    started = int(time.time() * 1000)
+    for i in range(30_000):
+        value = f"{i}:".encode() + rng.randbytes(rng.randint(100, 3000))
+        p.produce(topic, key=str(i % 61).encode(), value=value, timestamp=1_600_000_000_000 + i,
+                  on_delivery=lambda err, msg: errors.append(err) if err else None)
+        sent[i] = value
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    assert errors == []
+    finished = int(time.time() * 1000)
+
+    def check(messages):
+        assert len(messages) == len(sent)
+        last = {}
+        for m in messages:
+            i = int(m.value().split(b":", 1)[0])
+            assert m.value() == sent[i]
+            assert m.offset() == last.get(m.partition(), -1) + 1
+            last[m.partition()] = m.offset()
+            kind, ts = m.timestamp()
+            if timestamp_type == "LogAppendTime":
+                assert kind == TIMESTAMP_LOG_APPEND_TIME and started <= ts <= finished
+            else:
+                assert kind == TIMESTAMP_CREATE_TIME and ts == 1_600_000_000_000 + i
+        assert len(last) == 6
+
+    check(read_all(k, topic, 6, expected=len(sent)))
+    bytes_in = metric_total(k, f'kappa_topic_bytes_in_total{{topic="{topic}"}}')
+    uncopied = metric_total(k, "kappa_produce_uncopied_bytes_total")
+    if direct == "true":
+        assert uncopied > bytes_in / 2, (uncopied, bytes_in)
+    else:
+        assert uncopied == 0
+    k.stop()
+    k.start()
+    check(read_all(k, topic, 6, expected=len(sent)))
 
 
 def fetch_disk_read_bytes(kappa):

@@ -464,6 +464,12 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     .records_in
                     .get_or_create(&labels)
                     .inc_by(info.records as u64);
+                if info.uncopied {
+                    broker
+                        .metrics
+                        .produce_uncopied_bytes
+                        .inc_by(info.bytes as u64);
+                }
             }
             Ok(_) => {}
             Err(_) => {

@@ -42,6 +42,7 @@ pub struct BrokerMetrics {
     pub bytes_out: Family<TopicLabels, Counter>,
     pub records_out: Family<TopicLabels, Counter>,
     pub fetch_disk_read_bytes: Counter,
+    pub produce_uncopied_bytes: Counter,
 }
 
 impl BrokerMetrics {
@@ -96,6 +97,12 @@ impl BrokerMetrics {
             "Fetched bytes that were not in the page cache, read on the blocking pool",
             fetch_disk_read_bytes.clone(),
         );
+        let produce_uncopied_bytes = Counter::default();
+        registry.register(
+            "kappa_produce_uncopied_bytes",
+            "Produced record batch bytes written to the log from the memory they were read into from the network, without a copy",
+            produce_uncopied_bytes.clone(),
+        );
         registry.register(
             "kappa_log_fsync_duration_seconds",
             "Time each fsync of a partition's log took, as acks=all requests wait for it",
@@ -111,6 +118,7 @@ impl BrokerMetrics {
             bytes_out,
             records_out,
             fetch_disk_read_bytes,
+            produce_uncopied_bytes,
         }
     }
 

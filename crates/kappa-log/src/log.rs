@@ -32,6 +32,9 @@ pub struct AppendInfo {
     /// The batches were a producer's retry of batches already written (idempotence): nothing
     /// was appended and the offsets are those of the first write.
     pub duplicate: bool,
+    /// The records are written from the memory they were read into, without a copy
+    /// ([`Log::append_owned`]).
+    pub uncopied: bool,
 }
 
 /// A stretch of a segment file holding whole batches. It stays valid after the log's lock is
@@ -490,6 +493,7 @@ impl Log {
                     records: 0,
                     bytes: 0,
                     duplicate: true,
+                    uncopied: false,
                 });
             }
         }
@@ -505,6 +509,7 @@ impl Log {
         if active.size == 0 {
             active.created_ms = now_ms;
         }
+        let mut uncopied = false;
         let next = match incoming {
             Incoming::Borrowed(records) => {
                 let staged = active.stage(records, config.direct_writes)?;
@@ -523,7 +528,7 @@ impl Log {
                     base_offset,
                     log_append_time,
                 )?;
-                active.stage_owned(records, config.direct_writes)?;
+                uncopied = active.stage_owned(records, config.direct_writes)?;
                 next
             }
         };
@@ -546,6 +551,7 @@ impl Log {
             records: records_count,
             bytes: total,
             duplicate: false,
+            uncopied,
         };
         Ok(info)
     }

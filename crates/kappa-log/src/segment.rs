@@ -507,19 +507,19 @@ impl Segment {
 
     /// Takes `records`, already stamped, as the next bytes of the segment. Where the segment
     /// writes whole blocks and the records sit in memory where the file's last block needs
-    /// them, their buffer becomes the pending one, without a copy; else they are copied.
-    pub fn stage_owned(&mut self, records: OwnedRecords, direct_writes: bool) -> Result<()> {
+    /// them, their buffer becomes the pending one, without a copy (true); else they are copied.
+    pub fn stage_owned(&mut self, records: OwnedRecords, direct_writes: bool) -> Result<bool> {
         if let Direct::Untried = self.direct {
             self.choose_direct(direct_writes)?;
         }
         let tail = (self.size % BLOCK as u64) as usize;
         if !self.writes_blocks() || records.prefix() != tail {
             self.stage(records.as_slice(), direct_writes)?;
-            return Ok(());
+            return Ok(false);
         }
         let buf = records.into_block_aligned(&self.pending.as_slice()[self.pending.len() - tail..]);
         self.seal_pending(buf);
-        Ok(())
+        Ok(true)
     }
 
     /// Whether pending bytes start at a block boundary, with the file's partial last block.
