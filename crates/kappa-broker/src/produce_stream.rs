@@ -39,14 +39,14 @@ fn malformed(what: &str) -> StreamError {
 }
 
 /// Reads a Produce request of `len` bytes (its length prefix already taken from `buf`, which
-/// holds the bytes read so far) of version `version`. `append_position` tells where a
-/// partition's next append lands in its file (0 when unknown).
+/// holds the bytes read so far) of version `version`. `placement` tells where within a block
+/// a partition's records should sit in memory (`Log::records_placement`; 0 when unknown).
 pub async fn read_produce<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     len: usize,
     version: i16,
-    append_position: impl Fn(&str, i32) -> u64,
+    placement: impl Fn(&str, i32) -> usize,
 ) -> Result<StreamedProduce> {
     let mut stream = FrameStream {
         reader,
@@ -72,9 +72,7 @@ pub async fn read_produce<R: AsyncRead + Unpin>(
         let partitions = stream.array_len(flexible).await?;
         for _ in 0..partitions {
             let index = stream.copy(4).await?.get_i32();
-            let taken = stream
-                .records(flexible, || append_position(&name, index))
-                .await?;
+            let taken = stream.records(flexible, || placement(&name, index)).await?;
             records.push(taken);
             if flexible {
                 stream.tagged_fields().await?;
@@ -180,11 +178,11 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
     }
 
     /// A partition's record set: large ones are read into memory of their own, placed for
-    /// `append_position()`, and leave a null record set in the skeleton.
+    /// `placement()`, and leave a null record set in the skeleton.
     async fn records(
         &mut self,
         flexible: bool,
-        append_position: impl FnOnce() -> u64,
+        placement: impl FnOnce() -> usize,
     ) -> Result<Option<OwnedRecords>> {
         // The length field is read without copying it to the skeleton yet.
         let (len, field): (i64, Vec<u8>) = if flexible {
@@ -229,7 +227,7 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
         } else {
             self.skeleton.put_i32(-1);
         }
-        let mut records = OwnedRecords::new(append_position(), len);
+        let mut records = OwnedRecords::new(placement(), len);
         let buffered = self.buf.len().min(len);
         records.extend_from_slice(&self.buf[..buffered]);
         self.buf.advance(buffered);
@@ -325,8 +323,8 @@ mod tests {
         frame.freeze()
     }
 
-    fn position(topic: &str, partition: i32) -> u64 {
-        (topic.len() as u64 * 1000).wrapping_add((partition as u64).wrapping_mul(777))
+    fn position(topic: &str, partition: i32) -> usize {
+        (topic.len() * 1000).wrapping_add((partition as usize).wrapping_mul(777))
     }
 
     #[tokio::test]
@@ -365,7 +363,7 @@ mod tests {
                                 assert!(partition.records.is_none());
                                 assert!(owned.len() >= STREAM_RECORDS_FROM);
                                 assert_eq!(
-                                    owned.prefix() as u64,
+                                    owned.prefix(),
                                     position(topic.name.as_str(), partition.index) % 4096
                                 );
                                 partition.records = Some(Bytes::copy_from_slice(owned.as_slice()));

@@ -228,7 +228,7 @@ impl Broker {
                             topics
                                 .get(topic)
                                 .and_then(|t| {
-                                    t.partition(partition).map(|log| log.next_append_position())
+                                    t.partition(partition).map(|log| log.records_placement())
                                 })
                                 .unwrap_or(0)
                         };

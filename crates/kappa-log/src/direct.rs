@@ -146,10 +146,10 @@ pub struct OwnedRecords {
 }
 
 impl OwnedRecords {
-    /// Room for `len` bytes of records, to be appended where the file's next append lands
-    /// (`Log::next_append_position`).
-    pub fn new(append_position: u64, len: usize) -> OwnedRecords {
-        let prefix = (append_position % BLOCK as u64) as usize;
+    /// Room for `len` bytes of records, placed at `placement` within a block (as
+    /// `Log::records_placement` asks).
+    pub fn new(placement: usize, len: usize) -> OwnedRecords {
+        let prefix = placement % BLOCK;
         let mut buf = AlignedBuf::with_capacity(prefix + len);
         buf.extend_from_slice(&[0u8; BLOCK][..prefix]);
         OwnedRecords { buf, prefix }
@@ -360,14 +360,14 @@ impl TailCache {
     }
 }
 
-/// Writes `bufs` one after the other from `position` (block-aligned): all but the last up to
-/// their last whole block (the next one starts with that block), the last padded to whole
+/// Writes `bufs` one after the other from `position`: when `overlapping`, all but the last up
+/// to their last whole block (the next one starts with that block); the last padded to whole
 /// blocks when `whole_blocks`, else as it is.
 pub(crate) fn write_chain(
     file: &File,
     bufs: &mut [AlignedBuf],
     mut position: u64,
-    whole_blocks: bool,
+    (whole_blocks, overlapping): (bool, bool),
 ) -> io::Result<()> {
     let Some((last, earlier)) = bufs.split_last_mut() else {
         return Ok(());
@@ -379,7 +379,10 @@ pub(crate) fn write_chain(
     };
     let mut slices: Vec<io::IoSlice<'_>> = earlier
         .iter()
-        .map(|b| &b.as_slice()[..b.len() / BLOCK * BLOCK])
+        .map(|b| match overlapping {
+            true => &b.as_slice()[..b.len() / BLOCK * BLOCK],
+            false => b.as_slice(),
+        })
         .filter(|s| !s.is_empty())
         .chain(std::iter::once(last))
         .map(io::IoSlice::new)

@@ -421,16 +421,19 @@ impl Log {
         self.append_incoming(Incoming::Borrowed(records), now_ms)
     }
 
-    /// [`Log::append_deferred`] for records read into memory of their own, placed for the
-    /// position [`Log::next_append_position`] gave: when the file still ends there (and the
-    /// log writes directly), they are written from that memory without a copy.
+    /// [`Log::append_deferred`] for records read into memory of their own, placed as
+    /// [`Log::records_placement`] asked: when that still holds, they are written from that
+    /// memory without a copy.
     pub fn append_owned(&self, records: OwnedRecords, now_ms: i64) -> Result<AppendInfo> {
         self.append_incoming(Incoming::Owned(records), now_ms)
     }
 
-    /// Where in its segment's file the next append lands (see [`OwnedRecords::new`]).
-    pub fn next_append_position(&self) -> u64 {
-        self.lock().active().size
+    /// Where within a block of memory the records of the next append should start for the
+    /// log to write them from there (see [`OwnedRecords::new`]): with direct writes, where the
+    /// file ends within its last block.
+    pub fn records_placement(&self) -> usize {
+        let state = self.lock();
+        state.active().placement(state.config.direct_writes)
     }
 
     fn append_incoming(&self, incoming: Incoming<'_>, now_ms: i64) -> Result<AppendInfo> {

@@ -49,9 +49,9 @@ pub(crate) struct Segment {
     pending: AlignedBuf,
     /// Where the first pending buffer is to be written: `sealed[0]`'s, or else `pending`'s.
     pending_from: u64,
-    /// Earlier pending buffers, oldest first (direct writes and whole-block writes only): each
-    /// ends in the partial block the next one starts with. A buffer of records taken without a
-    /// copy ([`Segment::stage_owned`]) starts a new one.
+    /// Earlier pending buffers, oldest first. With whole-block writes each ends in the partial
+    /// block the next one starts with; else each starts where the previous one ends. A buffer
+    /// of records taken without a copy ([`Segment::stage_owned`]) starts a new one.
     sealed: Vec<AlignedBuf>,
     /// File position up to which the kernel was asked to start writing back (buffered writes).
     writeback_from: u64,
@@ -91,9 +91,10 @@ enum Direct {
 /// Appended bytes taken from a segment to be written to its file (see [`Segment::take_pending`]).
 pub(crate) struct PendingWrite {
     pub base_offset: i64,
-    /// Written one after the other from `position`: all but the last up to their last whole
-    /// block, as the next one starts with that block.
+    /// Written one after the other from `position`; when `overlapping`, all but the last up
+    /// to their last whole block, as the next one starts with that block.
     bufs: Vec<AlignedBuf>,
+    overlapping: bool,
     position: u64,
     file: Arc<File>,
     /// How the segment writes, when these bytes were taken.
@@ -111,20 +112,30 @@ impl PendingWrite {
     pub fn write(&mut self) -> Result<bool> {
         match &self.mode {
             Direct::On(direct) => {
-                match direct::write_chain(direct, &mut self.bufs, self.position, true) {
+                match direct::write_chain(
+                    direct,
+                    &mut self.bufs,
+                    self.position,
+                    (true, self.overlapping),
+                ) {
                     Ok(()) => return Ok(true),
                     Err(e) if direct::refused(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
             Direct::Blocks => {
-                direct::write_chain(&self.file, &mut self.bufs, self.position, true)?;
+                direct::write_chain(&self.file, &mut self.bufs, self.position, (true, true))?;
                 self.start_writeback();
                 return Ok(true);
             }
             Direct::Untried | Direct::Off => {}
         }
-        direct::write_chain(&self.file, &mut self.bufs, self.position, false)?;
+        direct::write_chain(
+            &self.file,
+            &mut self.bufs,
+            self.position,
+            (false, self.overlapping),
+        )?;
         self.start_writeback();
         Ok(!matches!(self.mode, Direct::On(_)))
     }
@@ -494,32 +505,49 @@ impl Segment {
         if let Direct::Untried = self.direct {
             self.choose_direct(direct_writes)?;
         }
-        if self.writes_blocks() && !self.pending.has_room_for(data.len()) {
+        let carried = self.carried();
+        if self.pending.len() > carried && !self.pending.has_room_for(data.len()) {
             // Growing would copy what is pending (a request's records, taken without a copy):
             // the bytes go into a new buffer instead.
-            let tail = (self.size % BLOCK as u64) as usize;
-            let mut next = AlignedBuf::with_capacity((tail + data.len()).max(PENDING_GROWTH));
-            next.extend_from_slice(&self.pending.as_slice()[self.pending.len() - tail..]);
+            let mut next = AlignedBuf::with_capacity((carried + data.len()).max(PENDING_GROWTH));
+            next.extend_from_slice(&self.pending.as_slice()[self.pending.len() - carried..]);
             self.seal_pending(next);
         }
         Ok(self.pending.extend_from_slice(data))
     }
 
-    /// Takes `records`, already stamped, as the next bytes of the segment. Where the segment
-    /// writes whole blocks and the records sit in memory where the file's last block needs
-    /// them, their buffer becomes the pending one, without a copy (true); else they are copied.
+    /// Takes `records`, already stamped, as the next bytes of the segment. When they sit in
+    /// memory where [`Segment::placement`] asked, their buffer becomes the pending one, without
+    /// a copy (true); else they are copied.
     pub fn stage_owned(&mut self, records: OwnedRecords, direct_writes: bool) -> Result<bool> {
         if let Direct::Untried = self.direct {
             self.choose_direct(direct_writes)?;
         }
-        let tail = (self.size % BLOCK as u64) as usize;
-        if !self.writes_blocks() || records.prefix() != tail {
+        let carried = self.carried();
+        if records.prefix() != carried {
             self.stage(records.as_slice(), direct_writes)?;
             return Ok(false);
         }
-        let buf = records.into_block_aligned(&self.pending.as_slice()[self.pending.len() - tail..]);
+        let buf =
+            records.into_block_aligned(&self.pending.as_slice()[self.pending.len() - carried..]);
         self.seal_pending(buf);
         Ok(true)
+    }
+
+    /// Where within a block records should sit in memory for [`Segment::stage_owned`] to take
+    /// them without a copy: where the file ends within its last block when the segment writes
+    /// whole blocks, else at a block's start.
+    pub fn placement(&self, direct_writes: bool) -> usize {
+        let whole_blocks = match self.direct {
+            Direct::On(_) | Direct::Blocks => true,
+            Direct::Off => false,
+            Direct::Untried => direct_writes || self.reused,
+        };
+        if whole_blocks {
+            (self.size % BLOCK as u64) as usize
+        } else {
+            0
+        }
     }
 
     /// Whether pending bytes start at a block boundary, with the file's partial last block.
@@ -527,16 +555,26 @@ impl Segment {
         matches!(self.direct, Direct::On(_) | Direct::Blocks)
     }
 
-    /// Makes `next` (which starts with a copy of the partial block `pending` ends in) the
-    /// pending buffer; `pending` is kept for the next write unless that block is all it holds.
+    /// How many bytes a new pending buffer starts with, copied from the end of the previous
+    /// one: the file's partial last block when the segment writes whole blocks.
+    fn carried(&self) -> usize {
+        if self.writes_blocks() {
+            (self.size % BLOCK as u64) as usize
+        } else {
+            0
+        }
+    }
+
+    /// Makes `next` (which starts with the [`Segment::carried`] bytes `pending` ends in) the
+    /// pending buffer; `pending` is kept for the next write unless those are all it holds.
     fn seal_pending(&mut self, next: AlignedBuf) {
-        let tail = (self.size % BLOCK as u64) as usize;
+        let carried = self.carried();
         let previous = std::mem::replace(&mut self.pending, next);
-        if previous.len() > tail {
+        if previous.len() > carried {
             self.sealed.push(previous);
         } else if self.sealed.is_empty() {
-            // The dropped buffer held only the block `next` starts with, at the same position.
-            debug_assert_eq!(self.pending_from, self.size - tail as u64);
+            // The dropped buffer held only what `next` starts with, at the same position.
+            debug_assert_eq!(self.pending_from, self.size - carried as u64);
         }
     }
 
@@ -615,6 +653,7 @@ impl Segment {
         Some(PendingWrite {
             base_offset: self.base_offset,
             bufs,
+            overlapping: !matches!(mode, Direct::Untried | Direct::Off),
             position,
             file: Arc::clone(&self.file),
             mode,
@@ -639,7 +678,16 @@ impl Segment {
                 tracing::info!(segment = %log_path(&self.dir, self.base_offset).display(), "direct I/O refused; writing through the page cache");
                 self.direct = Direct::Off;
                 // What is pending still starts at a block boundary: a buffered write of it
-                // rewrites the block's first bytes unchanged.
+                // rewrites the block's first bytes unchanged. Buffers that overlap by a block
+                // become one, as buffered appends do not overlap.
+                if !self.sealed.is_empty() {
+                    let mut flat = AlignedBuf::default();
+                    for buf in self.sealed.drain(..) {
+                        flat.extend_from_slice(&buf.as_slice()[..buf.len() / BLOCK * BLOCK]);
+                    }
+                    flat.extend_from_slice(self.pending.as_slice());
+                    self.pending = flat;
+                }
             }
         }
         if job.end <= self.written {

@@ -1413,9 +1413,9 @@ fn markers_of_reused_files_left_by_a_crash_during_a_roll_are_removed() {
     assert_eq!(log.segment_count(), 3);
 }
 
-/// `records` read into memory of their own as the broker reads a request, placed for the
-/// position `at` (right when it is the log's next append position).
-fn owned(records: &[u8], at: u64) -> crate::OwnedRecords {
+/// `records` read into memory of their own as the broker reads a request, placed at `at`
+/// within a block (right when it is what the log asked).
+fn owned(records: &[u8], at: usize) -> crate::OwnedRecords {
     let mut owned = crate::OwnedRecords::new(at, records.len());
     let (first, rest) = records.split_at(records.len() / 3);
     owned.extend_from_slice(first);
@@ -1468,11 +1468,11 @@ fn owned_appends_land_intact(config: LogConfig) {
         let info = match rng.random_range(0..4) {
             0 => log.append_deferred(&request, round).unwrap(),
             1 => {
-                let misplaced = log.next_append_position() + rng.random_range(1..4096);
+                let misplaced = (log.records_placement() + rng.random_range(1..4096)) % 4096;
                 log.append_owned(owned(&request, misplaced), round).unwrap()
             }
             _ => {
-                let records = owned(&request, log.next_append_position());
+                let records = owned(&request, log.records_placement());
                 log.append_owned(records, round).unwrap()
             }
         };
@@ -1517,7 +1517,7 @@ fn owned_appends_land_intact(config: LogConfig) {
     for round in 0..20 {
         let batch = make_batch(2, round, rng.random_range(0..20_000));
         let info = reopened
-            .append_owned(owned(&batch, reopened.next_append_position()), round)
+            .append_owned(owned(&batch, reopened.records_placement()), round)
             .unwrap();
         appended.insert(info.base_offset, batch);
     }
@@ -1539,20 +1539,20 @@ fn a_corrupt_batch_in_records_of_their_own_leaves_the_log_untouched() {
         };
         let log = Log::open(dir.path(), config, 0).unwrap();
         let first = make_batch(1, 0, 5000);
-        log.append_owned(owned(&first, log.next_append_position()), 0)
+        log.append_owned(owned(&first, log.records_placement()), 0)
             .unwrap();
         let mut bad = make_batch(2, 0, 6000);
         bad[3000] ^= 1;
         let mut two = make_batch(1, 0, 10);
         two.extend_from_slice(&bad);
         assert!(matches!(
-            log.append_owned(owned(&two, log.next_append_position()), 0),
+            log.append_owned(owned(&two, log.records_placement()), 0),
             Err(LogError::CorruptBatch(e)) if e.contains("CRC")
         ));
         assert_eq!(log.end_offset(), 1);
         let next = make_batch(3, 5, 300);
         let info = log
-            .append_owned(owned(&next, log.next_append_position()), 5)
+            .append_owned(owned(&next, log.records_placement()), 5)
             .unwrap();
         assert_eq!((info.base_offset, info.last_offset), (1, 3));
         log.write_pending().unwrap();
