@@ -417,8 +417,9 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(topic_error_code(e)),
             };
-            // Appending is a copy into the partition's write buffer: done here, in request
-            // order; the partition's write loop takes it to the file. An append that must
+            // Appending is a copy into the partition's write buffer, or the taking of records
+            // read into memory of their own: done here, in request order; the partition's write
+            // loop takes it to the file. An append that must
             // first roll the segment or write a full buffer does file I/O: off the runtime.
             let records = match (streamed, p.records) {
                 (Some(owned), _) => Some(Incoming::Owned(owned)),

@@ -119,25 +119,37 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
         Ok(())
     }
 
+    /// Takes the frame's next `n` bytes.
+    async fn take(&mut self, n: usize) -> Result<Bytes> {
+        self.fill(n).await?;
+        self.left -= n;
+        Ok(self.buf.split_to(n).freeze())
+    }
+
     /// Moves the frame's next `n` bytes into the skeleton and returns them.
     async fn copy(&mut self, n: usize) -> Result<Bytes> {
-        self.fill(n).await?;
-        let bytes = self.buf.split_to(n).freeze();
-        self.left -= n;
+        let bytes = self.take(n).await?;
         self.skeleton.put_slice(&bytes);
         Ok(bytes)
     }
 
-    async fn unsigned_varint(&mut self) -> Result<u64> {
+    /// Takes an unsigned varint, without copying it into the skeleton.
+    async fn take_unsigned_varint(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for shift in (0..35).step_by(7) {
-            let byte = self.copy(1).await?[0];
+            let byte = self.take(1).await?[0];
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
         Err(malformed("varint longer than 5 bytes"))
+    }
+
+    async fn unsigned_varint(&mut self) -> Result<u64> {
+        let value = self.take_unsigned_varint().await?;
+        put_unsigned_varint(&mut self.skeleton, value);
+        Ok(value)
     }
 
     /// A (compact when `flexible`) nullable string's bytes.
@@ -184,35 +196,19 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
         flexible: bool,
         placement: impl FnOnce() -> usize,
     ) -> Result<Option<OwnedRecords>> {
-        // The length field is read without copying it to the skeleton yet.
-        let (len, field): (i64, Vec<u8>) = if flexible {
-            let mut field = Vec::with_capacity(5);
-            let mut value = 0u64;
-            let mut done = false;
-            for shift in (0..35).step_by(7) {
-                self.fill(1).await?;
-                let byte = self.buf.get_u8();
-                self.left -= 1;
-                field.push(byte);
-                value |= u64::from(byte & 0x7f) << shift;
-                if byte & 0x80 == 0 {
-                    done = true;
-                    break;
-                }
-            }
-            if !done {
-                return Err(malformed("varint longer than 5 bytes"));
-            }
-            (value as i64 - 1, field)
+        // The length goes into the skeleton once it is known whether the records stay.
+        let len = if flexible {
+            self.take_unsigned_varint().await? as i64 - 1
         } else {
-            self.fill(4).await?;
-            let len = self.buf.get_i32();
-            self.left -= 4;
-            (i64::from(len), len.to_be_bytes().to_vec())
+            i64::from(self.take(4).await?.get_i32())
         };
         if len < STREAM_RECORDS_FROM as i64 {
             // Null or small: as it came.
-            self.skeleton.put_slice(&field);
+            if flexible {
+                put_unsigned_varint(&mut self.skeleton, (len + 1) as u64);
+            } else {
+                self.skeleton.put_i32(len as i32);
+            }
             if len > 0 {
                 self.copy(len as usize).await?;
             }
@@ -246,6 +242,14 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
         self.left -= len;
         Ok(Some(records))
     }
+}
+
+fn put_unsigned_varint(buf: &mut BytesMut, mut value: u64) {
+    while value >= 0x80 {
+        buf.put_u8(value as u8 | 0x80);
+        value >>= 7;
+    }
+    buf.put_u8(value as u8);
 }
 
 #[cfg(test)]

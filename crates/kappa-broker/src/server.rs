@@ -224,7 +224,7 @@ impl Broker {
                     if let Some(version) = streamable_produce(&buf[4..8]) {
                         buf.advance(4);
                         let topics = &self.topics;
-                        let position = |topic: &str, partition: i32| {
+                        let placement = |topic: &str, partition: i32| {
                             topics
                                 .get(topic)
                                 .and_then(|t| {
@@ -237,7 +237,7 @@ impl Broker {
                             &mut buf,
                             len,
                             version,
-                            position,
+                            placement,
                         )
                         .await
                         {

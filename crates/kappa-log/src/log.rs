@@ -964,7 +964,8 @@ impl Incoming<'_> {
     }
 }
 
-/// Checks each staged batch's body (the bytes are still in the CPU's cache from the copy), then
+/// Checks each staged batch's body (a copy is checked right after it is made, while its bytes
+/// are still in the CPU's cache), then
 /// gives it its offsets and, for LogAppendTime, its timestamp. Returns the next offset.
 fn stamp(
     staged: &mut [u8],
