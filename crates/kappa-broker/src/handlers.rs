@@ -47,13 +47,14 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use kappa_log::{AppendInfo, Log, LogError, OwnedRecords};
+use kappa_log::{AppendInfo, Log, LogError};
 use uuid::Uuid;
 
 use crate::durability::Syncer;
 use crate::fetch_response::{Fetched, FetchedPartition, FetchedTopic};
 use crate::groups::{CommittedOffset, JoinRequest, OFFSETS_TOPIC};
 use crate::metrics::TopicLabels;
+use crate::produce_stream::IncomingRecords;
 use crate::server::Broker;
 use crate::topics::{now_ms, validate_config, validate_topic_name, Topic, TopicError};
 
@@ -64,9 +65,9 @@ pub struct RequestContext {
     pub client_host: String,
     /// Error codes put in the response (for the per-API error metric).
     pub errors: u32,
-    /// A Produce request's record sets read into memory of their own as they arrived, one
-    /// slot per partition in request order (see `produce_stream`); empty for other requests.
-    pub streamed_records: Vec<Option<OwnedRecords>>,
+    /// A Produce request's record sets, read aside as they arrived, one slot per partition
+    /// in request order (see `produce_stream`); empty for other requests.
+    pub streamed_records: Vec<Option<IncomingRecords>>,
 }
 
 impl RequestContext {
@@ -421,11 +422,8 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             // read into memory of their own: done here, in request order; the partition's write
             // loop takes it to the file. An append that must
             // first roll the segment or write a full buffer does file I/O: off the runtime.
-            let records = match (streamed, p.records) {
-                (Some(owned), _) => Some(Incoming::Owned(owned)),
-                (None, Some(records)) => Some(Incoming::Shared(records)),
-                (None, None) => None,
-            };
+            // A streamed request's records come aside; its frame has null ones.
+            let records = streamed.or(p.records.map(IncomingRecords::Shared));
             let appended = match (target, records) {
                 (Ok((log, syncer)), Some(records)) => match if log.needs_room(records.len(), now) {
                     let log = log.clone();
@@ -555,29 +553,6 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             errors,
         )
     }))
-}
-
-/// A partition's records in a Produce request: a slice of the request's frame, or read into
-/// memory of their own (which the log may write without copying).
-enum Incoming {
-    Shared(Bytes),
-    Owned(OwnedRecords),
-}
-
-impl Incoming {
-    fn len(&self) -> usize {
-        match self {
-            Incoming::Shared(records) => records.len(),
-            Incoming::Owned(records) => records.len(),
-        }
-    }
-
-    fn append_to(self, log: &Log, now: i64) -> Result<AppendInfo, LogError> {
-        match self {
-            Incoming::Shared(records) => log.append_deferred(&records, now),
-            Incoming::Owned(records) => log.append_owned(records, now),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

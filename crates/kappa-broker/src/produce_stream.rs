@@ -4,24 +4,53 @@
 //! the broker's CPU time at full load.
 //!
 //! The rest of the request is gathered into a "skeleton" frame: the same bytes, but each
-//! record set read this way is replaced by a null one, so the usual decoder reads it; the
-//! record sets follow in the order of their partitions.
+//! record set is replaced by a null one, so the usual decoder reads it; the record sets follow
+//! in the order of their partitions. Small ones stay in the connection's read buffer, as the
+//! record sets of a small frame do.
 
 use std::pin::Pin;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kappa_log::OwnedRecords;
+use kappa_log::{AppendInfo, Log, LogError, OwnedRecords};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-/// Record sets smaller than this are left in the skeleton and copied by the log as usual.
+/// Record sets smaller than this stay slices of the connection's read buffer, copied by the
+/// log as usual.
 pub const STREAM_RECORDS_FROM: usize = 64 * 1024;
 
 /// A Produce request read by [`read_produce`].
 pub struct StreamedProduce {
-    /// The frame (without its length prefix), record sets taken out replaced by null ones.
+    /// The frame (without its length prefix), each record set replaced by a null one.
     pub skeleton: Bytes,
-    /// For each partition of the request, in order: its records when they were taken out.
-    pub records: Vec<Option<OwnedRecords>>,
+    /// For each partition of the request, in order: its records (`None` when null).
+    pub records: Vec<Option<IncomingRecords>>,
+}
+
+/// A partition's records in a Produce request: a slice of the bytes read from the network,
+/// or in memory of their own (which the log may write without copying).
+pub enum IncomingRecords {
+    Shared(Bytes),
+    Owned(OwnedRecords),
+}
+
+impl IncomingRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            IncomingRecords::Shared(records) => records.len(),
+            IncomingRecords::Owned(records) => records.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn append_to(self, log: &Log, now_ms: i64) -> std::result::Result<AppendInfo, LogError> {
+        match self {
+            IncomingRecords::Shared(records) => log.append_deferred(&records, now_ms),
+            IncomingRecords::Owned(records) => log.append_owned(records, now_ms),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,28 +218,25 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
         Ok(())
     }
 
-    /// A partition's record set: large ones are read into memory of their own, placed for
-    /// `placement()`, and leave a null record set in the skeleton.
+    /// A partition's record set, which leaves a null one in the skeleton: large ones are read
+    /// into memory of their own, placed for `placement()`; small ones are slices of the read
+    /// buffer.
     async fn records(
         &mut self,
         flexible: bool,
         placement: impl FnOnce() -> usize,
-    ) -> Result<Option<OwnedRecords>> {
-        // The length goes into the skeleton once it is known whether the records stay.
+    ) -> Result<Option<IncomingRecords>> {
         let len = if flexible {
             self.take_unsigned_varint().await? as i64 - 1
         } else {
             i64::from(self.take(4).await?.get_i32())
         };
-        if len < STREAM_RECORDS_FROM as i64 {
-            // Null or small: as it came.
+        if len < 0 {
+            // Null (any other negative length is the decoder's to refuse).
             if flexible {
-                put_unsigned_varint(&mut self.skeleton, (len + 1) as u64);
+                self.skeleton.put_u8(0);
             } else {
                 self.skeleton.put_i32(len as i32);
-            }
-            if len > 0 {
-                self.copy(len as usize).await?;
             }
             return Ok(None);
         }
@@ -222,6 +248,9 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
             self.skeleton.put_u8(0);
         } else {
             self.skeleton.put_i32(-1);
+        }
+        if len < STREAM_RECORDS_FROM {
+            return Ok(Some(IncomingRecords::Shared(self.take(len).await?)));
         }
         let mut records = OwnedRecords::new(placement(), len);
         let buffered = self.buf.len().min(len);
@@ -240,7 +269,7 @@ impl<R: AsyncRead + Unpin> FrameStream<'_, R> {
             unsafe { records.assume_filled(n) };
         }
         self.left -= len;
-        Ok(Some(records))
+        Ok(Some(IncomingRecords::Owned(records)))
     }
 }
 
@@ -362,9 +391,9 @@ mod tests {
                 for (t, topic) in rebuilt.topic_data.iter_mut().enumerate() {
                     for (p, partition) in topic.partition_data.iter_mut().enumerate() {
                         let sent_records = &sent.topic_data[t].partition_data[p].records;
+                        assert!(partition.records.is_none());
                         match taken.next().unwrap() {
-                            Some(owned) => {
-                                assert!(partition.records.is_none());
+                            Some(IncomingRecords::Owned(owned)) => {
                                 assert!(owned.len() >= STREAM_RECORDS_FROM);
                                 assert_eq!(
                                     owned.prefix(),
@@ -372,9 +401,11 @@ mod tests {
                                 );
                                 partition.records = Some(Bytes::copy_from_slice(owned.as_slice()));
                             }
-                            None => assert!(sent_records
-                                .as_ref()
-                                .is_none_or(|r| r.len() < STREAM_RECORDS_FROM)),
+                            Some(IncomingRecords::Shared(records)) => {
+                                assert!(records.len() < STREAM_RECORDS_FROM);
+                                partition.records = Some(records);
+                            }
+                            None => assert!(sent_records.is_none()),
                         }
                     }
                 }
@@ -423,6 +454,7 @@ mod tests {
                 if let Ok(read) = read_produce(&mut reader, &mut buf, len, version, position).await
                 {
                     let taken: usize = read.records.iter().flatten().map(|r| r.len()).sum();
+                    // (A null record set is no longer than the length field it replaces.)
                     assert!(read.skeleton.len() + taken <= len);
                 }
             }

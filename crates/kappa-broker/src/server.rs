@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use kappa_log::OwnedRecords;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +20,7 @@ use crate::fetch_response::{self, Chunk};
 use crate::groups::GroupCoordinator;
 use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
-use crate::produce_stream::{self, StreamError};
+use crate::produce_stream::{self, IncomingRecords, StreamError};
 use crate::topics::{TopicError, TopicRegistry};
 
 /// The broker's shared state.
@@ -289,7 +288,7 @@ impl Broker {
     async fn handle_frame(
         self: &Arc<Self>,
         frame: Bytes,
-        streamed: Vec<Option<OwnedRecords>>,
+        streamed: Vec<Option<IncomingRecords>>,
         peer: SocketAddr,
     ) -> Queued {
         let started = Instant::now();
