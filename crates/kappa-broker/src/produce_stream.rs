@@ -97,11 +97,11 @@ pub async fn read_produce<R: AsyncRead + Unpin>(
     let topics = stream.array_len(flexible).await?;
     for _ in 0..topics {
         let name = stream.string(flexible).await?.unwrap_or_default();
-        let name = String::from_utf8(name.to_vec()).map_err(|_| malformed("topic name"))?;
+        let name = std::str::from_utf8(&name).map_err(|_| malformed("topic name"))?;
         let partitions = stream.array_len(flexible).await?;
         for _ in 0..partitions {
             let index = stream.copy(4).await?.get_i32();
-            let taken = stream.records(flexible, || placement(&name, index)).await?;
+            let taken = stream.records(flexible, || placement(name, index)).await?;
             records.push(taken);
             if flexible {
                 stream.tagged_fields().await?;

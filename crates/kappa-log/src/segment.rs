@@ -164,12 +164,17 @@ impl PendingWrite {
 
     /// The emptied buffer, for the next write.
     pub fn into_buffer(mut self) -> AlignedBuf {
-        let mut buf = self.bufs.pop().unwrap_or_default();
+        let buf = self.bufs.pop().unwrap_or_default();
         let used = buf.len();
-        buf.clear();
-        buf.shrink(used, PENDING_KEEP_BYTES);
-        buf
+        emptied(buf, used)
     }
+}
+
+/// `buf` emptied for the next write, and freed if a write of `used` bytes left it mostly idle.
+fn emptied(mut buf: AlignedBuf, used: usize) -> AlignedBuf {
+    buf.clear();
+    buf.shrink(used, PENDING_KEEP_BYTES);
+    buf
 }
 
 /// Buffered bytes written before the log asks the kernel to write them back.
@@ -538,15 +543,11 @@ impl Segment {
     /// them without a copy: where the file ends within its last block when the segment writes
     /// whole blocks, else at a block's start.
     pub fn placement(&self, direct_writes: bool) -> usize {
-        let whole_blocks = match self.direct {
-            Direct::On(_) | Direct::Blocks => true,
-            Direct::Off => false,
-            Direct::Untried => direct_writes || self.reused,
-        };
-        if whole_blocks {
-            (self.size % BLOCK as u64) as usize
-        } else {
-            0
+        match self.direct {
+            // Decided at the first append, as the configuration and a reused file will have it.
+            Direct::Untried if direct_writes || self.reused => (self.size % BLOCK as u64) as usize,
+            Direct::Untried => 0,
+            _ => self.carried(),
         }
     }
 
@@ -724,10 +725,8 @@ impl Segment {
             } else {
                 Some(buf)
             };
-            if let (None, Some(mut buf)) = (&spare, handed_back) {
-                buf.clear();
-                buf.shrink(used, PENDING_KEEP_BYTES);
-                spare = Some(buf);
+            if let (None, Some(buf)) = (&spare, handed_back) {
+                spare = Some(emptied(buf, used));
             }
             at = until;
         }

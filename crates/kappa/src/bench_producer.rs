@@ -321,13 +321,9 @@ fn varint_len(v: i64) -> usize {
     n
 }
 
+/// A zigzag varint, as record fields are encoded.
 fn put_varint(buf: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        buf.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.push(z as u8);
+    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Kafka's murmur2, as its Java producer's default partitioner hashes keys, so keyed records
@@ -754,7 +750,7 @@ fn encode_produce_frame(
     cuts
 }
 
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+fn put_uvarint(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
