@@ -41,6 +41,12 @@ pub struct BrokerConfig {
     pub log_segment_bytes: i64,
     pub log_segment_ms: i64,
     pub message_max_bytes: i64,
+    /// Longest `transaction.timeout.ms` a producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// How often the coordinator looks for transactions that outlived their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +71,8 @@ impl Default for BrokerConfig {
             log_segment_bytes: 1 << 30,
             log_segment_ms: 7 * 24 * 3600 * 1000,
             message_max_bytes: 1_048_588,
+            transaction_max_timeout_ms: 900_000,
+            transaction_check_interval_ms: 1_000,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct FetchedPartition {
     pub records: Vec<LogSlice>,
     /// The offset after the last batch in `records` (for metrics; not sent).
     pub next_offset: i64,
+    /// read_committed: the aborted transactions in `records`, as (producer id, first offset);
+    /// `None` (sent as null) for read_uncommitted.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 impl FetchedPartition {
@@ -73,7 +76,19 @@ pub fn encode(version: i16, correlation_id: i32, fetched: &Fetched) -> Vec<Chunk
             if version >= 5 {
                 out.buf.put_i64(p.log_start_offset);
             }
-            out.array_len(0, flexible); // aborted_transactions: none (no transactions yet)
+            match &p.aborted {
+                None => out.null_array(flexible),
+                Some(aborted) => {
+                    out.array_len(aborted.len(), flexible);
+                    for (producer_id, first_offset) in aborted {
+                        out.buf.put_i64(*producer_id);
+                        out.buf.put_i64(*first_offset);
+                        if flexible {
+                            out.buf.put_u8(0); // aborted transaction tagged fields
+                        }
+                    }
+                }
+            }
             if version >= 11 {
                 out.buf.put_i32(-1); // preferred_read_replica
             }
@@ -124,6 +139,15 @@ impl ChunkWriter {
             self.uvarint(len as u64 + 1);
         } else {
             self.buf.put_i32(len as i32);
+        }
+    }
+
+    /// A null array (nullable arrays: -1, or 0 in the compact form).
+    fn null_array(&mut self, flexible: bool) {
+        if flexible {
+            self.uvarint(0);
+        } else {
+            self.buf.put_i32(-1);
         }
     }
 
@@ -232,6 +256,7 @@ mod tests {
                                 LogSlice::Memory(Bytes::copy_from_slice(&data[400..1400])),
                             ],
                             next_offset: 0,
+                            aborted: Some(vec![(77, 12), (78, 1_000_000)]),
                         },
                         FetchedPartition {
                             index: 3,
@@ -241,6 +266,7 @@ mod tests {
                             log_start_offset: 0,
                             records: vec![],
                             next_offset: 0,
+                            aborted: None,
                         },
                     ],
                 },
@@ -277,8 +303,19 @@ mod tests {
             expected.extend_from_slice(&data[5000..75_000]);
             expected.extend_from_slice(&data[400..1400]);
             assert_eq!(p.records.as_deref(), Some(&expected[..]));
+            let aborted: Vec<_> = p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, vec![(77, 12), (78, 1_000_000)], "v{version}");
             let q = &t.partitions[1];
             assert_eq!((q.partition_index, q.error_code), (3, 1));
+            assert!(
+                q.aborted_transactions.is_none(),
+                "v{version}: read_uncommitted sends null"
+            );
             assert_eq!(q.records.as_deref(), Some(&[][..]));
             assert_eq!(response.responses[1].topic.0.len(), 200);
             // Records travel as file chunks, never through memory.

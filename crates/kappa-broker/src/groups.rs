@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use kappa_log::records::{encode_batch, plain_record};
-use kappa_log::Log;
+use kappa_log::{ControlType, Log};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -303,8 +303,14 @@ pub struct GroupDescription {
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
 
+/// Offsets a transaction committed (TxnOffsetCommit), waiting for its marker:
+/// producer id -> (group, topic, partition, offset).
+type PendingTxnOffsets = HashMap<i64, Vec<(String, String, i32, CommittedOffset)>>;
+
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Applied to `groups` when the transaction commits, dropped when it aborts.
+    pending_txn: Mutex<PendingTxnOffsets>,
     offsets_log: Arc<Log>,
     /// Serializes appends to the offsets log with the in-memory update they carry.
     commit_lock: tokio::sync::Mutex<()>,
@@ -320,39 +326,29 @@ struct OffsetKey {
 impl GroupCoordinator {
     /// Opens (creating if needed) the offsets topic and replays it.
     pub fn open(topics: &TopicRegistry) -> Result<GroupCoordinator, TopicError> {
-        let topic = match topics.get(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => {
-                let mut configs = BTreeMap::new();
-                configs.insert("cleanup.policy".to_string(), "compact".to_string());
-                topics.create(OFFSETS_TOPIC, 1, &configs)?
-            }
-        };
-        let log = topic.partitions[0].clone();
+        let log = topics.internal_log(OFFSETS_TOPIC)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut offset = log.log_start_offset();
-        let end = log.high_watermark();
-        while offset < end {
-            let read = log.read(offset, 1 << 20, true)?;
-            if read.bytes.is_empty() {
-                break;
-            }
-            let bytes = Bytes::from(read.bytes);
-            let mut at = 0;
-            while at < bytes.len() {
-                // Batches are whole (the log returns whole batches); advance by the header so
-                // a batch whose records do not decode is skipped, never read again and again.
-                let Ok(header) = kappa_log::batch::BatchHeader::parse(&bytes[at..]) else {
-                    break;
-                };
-                let mut one = bytes.slice(at..(at + header.size).min(bytes.len()));
-                at += header.size;
-                offset = offset.max(header.last_offset() + 1);
-                let set = match RecordBatchDecoder::decode(&mut one) {
+        let mut pending: PendingTxnOffsets = HashMap::new();
+        log.scan_batches(|header, mut batch_bytes| {
+                if header.is_control() {
+                    // A transaction's marker: its offsets take effect, or never do.
+                    let txn = pending.remove(&header.producer_id).unwrap_or_default();
+                    if kappa_log::batch::control_type(&batch_bytes) == Some(ControlType::Commit) {
+                        for (group, topic, partition, value) in txn {
+                            groups
+                                .entry(group)
+                                .or_default()
+                                .offsets
+                                .insert((topic, partition), value);
+                        }
+                    }
+                    return;
+                }
+                let set = match RecordBatchDecoder::decode(&mut batch_bytes) {
                     Ok(set) => set,
                     Err(e) => {
                         tracing::warn!(offset = header.base_offset, error = %e, "skipping an undecodable batch in {OFFSETS_TOPIC}");
-                        continue;
+                        return;
                     }
                 };
                 for record in set.records {
@@ -363,6 +359,21 @@ impl GroupCoordinator {
                     else {
                         continue;
                     };
+                    if header.is_transactional() {
+                        if let Some(value) = record
+                            .value
+                            .as_ref()
+                            .and_then(|v| serde_json::from_slice::<CommittedOffset>(v).ok())
+                        {
+                            pending.entry(header.producer_id).or_default().push((
+                                key.group,
+                                key.topic,
+                                key.partition,
+                                value,
+                            ));
+                        }
+                        continue;
+                    }
                     let group = groups.entry(key.group).or_default();
                     match record
                         .value
@@ -377,11 +388,11 @@ impl GroupCoordinator {
                         }
                     }
                 }
-            }
-        }
+        })?;
         groups.retain(|_, g| !g.offsets.is_empty());
         Ok(GroupCoordinator {
             groups: Mutex::new(groups),
+            pending_txn: Mutex::new(pending),
             offsets_log: log,
             commit_lock: tokio::sync::Mutex::new(()),
         })
@@ -679,26 +690,11 @@ impl GroupCoordinator {
                 return Err(ResponseError::IllegalGeneration);
             }
         }
-        let mut results = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, offset) in offsets {
-            let known = topics
-                .get(&topic)
-                .is_some_and(|t| t.partition(partition).is_some());
-            let code = if !known {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if offset
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-            {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                accepted.push((topic.clone(), partition, Some(offset)));
-                0
-            };
-            results.push((topic, partition, code));
-        }
+        let (results, accepted) = check_offsets(offsets, topics);
+        let accepted = accepted
+            .into_iter()
+            .map(|(t, p, o)| (t, p, Some(o)))
+            .collect();
         self.persist(group_id, accepted)
             .await
             .map_err(|_| ResponseError::KafkaStorageError)?;
@@ -757,6 +753,137 @@ impl GroupCoordinator {
             }
         }
         Ok(())
+    }
+
+    /// TxnOffsetCommit: checks the member as OffsetCommit does (KIP-447: generation, member
+    /// and instance id when given), then writes the offsets to `__consumer_offsets` as a
+    /// transactional batch of the producer. They take effect with the transaction's COMMIT
+    /// marker ([`GroupCoordinator::complete_txn`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn txn_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+        topics: &TopicRegistry,
+    ) -> Result<Vec<(String, i32, i16)>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        if generation >= 0 || !member_id.is_empty() {
+            let groups = self.lock();
+            match groups.get(group_id) {
+                Some(group) => group.check_member(member_id, generation)?,
+                None => return Err(ResponseError::IllegalGeneration),
+            }
+        }
+        let (results, accepted) = check_offsets(offsets, topics);
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        let _serial = self.commit_lock.lock().await;
+        let now = now_ms();
+        let records: Vec<_> = accepted
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, partition, value))| {
+                let key = OffsetKey {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                let mut record = plain_record(
+                    i as i64,
+                    now,
+                    serde_json::to_vec(&key).ok().map(Bytes::from),
+                    serde_json::to_vec(value).ok().map(Bytes::from),
+                );
+                record.transactional = true;
+                record.producer_id = producer_id;
+                record.producer_epoch = producer_epoch;
+                record
+            })
+            .collect();
+        let buf = encode_batch(&records, Compression::None)
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        let log = self.offsets_log.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let info = log.append(&buf, now)?;
+            log.flush_to(info.last_offset + 1)
+        })
+        .await
+        .map_err(|_| ResponseError::KafkaStorageError)?;
+        match written {
+            Ok(_) => {}
+            Err(kappa_log::LogError::InvalidProducerEpoch { .. }) => {
+                return Err(ResponseError::ProducerFenced)
+            }
+            Err(_) => return Err(ResponseError::KafkaStorageError),
+        }
+        let mut pending = self.pending_txn.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(producer_id).or_default();
+        for (topic, partition, value) in accepted {
+            entry.push((group_id.to_string(), topic, partition, value));
+        }
+        Ok(results)
+    }
+
+    /// Writes the transaction marker of `producer_id` to `__consumer_offsets` (durably), then
+    /// applies its pending offsets (commit) or drops them (abort).
+    pub async fn complete_txn(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), kappa_log::LogError> {
+        let _serial = self.commit_lock.lock().await;
+        let kind = if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let log = self.offsets_log.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let info = log.append_marker(producer_id, producer_epoch, kind, 0, now_ms())?;
+            log.flush_to(info.last_offset + 1)
+        })
+        .await
+        .map_err(|e| kappa_log::LogError::Io(std::io::Error::other(e.to_string())))?;
+        match written {
+            Ok(_) | Err(kappa_log::LogError::InvalidProducerEpoch { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let txn = self
+            .pending_txn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&producer_id)
+            .unwrap_or_default();
+        if commit {
+            let mut groups = self.lock();
+            for (group, topic, partition, value) in txn {
+                groups
+                    .entry(group)
+                    .or_default()
+                    .offsets
+                    .insert((topic, partition), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a transaction has committed offsets for the partition that are not decided
+    /// yet (OffsetFetch's `require_stable` answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
     }
 
     /// Committed offsets: of the given partitions, or all of the group's when `None`.
@@ -912,6 +1039,36 @@ impl GroupCoordinator {
 }
 
 /// Topics the members of a consumer group subscribe to, read from their join metadata.
+/// Per offset, its error code (unknown partition, metadata too large; 0 when accepted), and
+/// the accepted ones.
+#[allow(clippy::type_complexity)]
+fn check_offsets(
+    offsets: Vec<(String, i32, CommittedOffset)>,
+    topics: &TopicRegistry,
+) -> (Vec<(String, i32, i16)>, Vec<(String, i32, CommittedOffset)>) {
+    let mut results = Vec::new();
+    let mut accepted = Vec::new();
+    for (topic, partition, offset) in offsets {
+        let known = topics
+            .get(&topic)
+            .is_some_and(|t| t.partition(partition).is_some());
+        let code = if !known {
+            ResponseError::UnknownTopicOrPartition.code()
+        } else if offset
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+        {
+            ResponseError::OffsetMetadataTooLarge.code()
+        } else {
+            accepted.push((topic.clone(), partition, offset));
+            0
+        };
+        results.push((topic, partition, code));
+    }
+    (results, accepted)
+}
+
 fn group_subscriptions(group: &Group) -> Vec<String> {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::Decodable;

@@ -1,6 +1,8 @@
 //! One function per Kafka API. Each turns a decoded request into a response; errors go into
 //! the response's error codes exactly where a Kafka broker would put them.
 
+mod txn;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +59,7 @@ use crate::metrics::TopicLabels;
 use crate::produce_stream::IncomingRecords;
 use crate::server::Broker;
 use crate::topics::{now_ms, validate_config, validate_topic_name, Topic, TopicError};
+use crate::txn::TXN_STATE_TOPIC;
 
 /// Per-request facts the handlers need.
 pub struct RequestContext {
@@ -111,6 +114,13 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DeleteGroups => (0, 2),
         ApiKey::OffsetDelete => (0, 0),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::AddPartitionsToTxn => (0, 4),
+        ApiKey::AddOffsetsToTxn => (0, 4),
+        ApiKey::TxnOffsetCommit => (0, 4),
+        ApiKey::EndTxn => (0, 4),
+        ApiKey::ListTransactions => (0, 1),
+        ApiKey::DescribeTransactions => (0, 0),
+        ApiKey::DescribeProducers => (0, 0),
         _ => return None,
     })
 }
@@ -172,7 +182,26 @@ pub async fn handle(
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id(broker, ctx, r))
+            ResponseKind::InitProducerId(txn::init_producer_id(broker, ctx, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(broker, ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(broker, ctx, r).await),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(broker, ctx, r))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(broker, ctx, r))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(broker, ctx, r))
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(broker, ctx, r))
@@ -399,8 +428,8 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
     let now = now_ms();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = if name == OFFSETS_TOPIC {
-            // Only the group coordinator writes there.
+        let topic = if name == OFFSETS_TOPIC || name == TXN_STATE_TOPIC {
+            // Only the group and transaction coordinators write there.
             Err(TopicError::InvalidName(name.clone()))
         } else {
             broker.topics.get_or_create(
@@ -424,6 +453,15 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             // first roll the segment or write a full buffer does file I/O: off the runtime.
             // A streamed request's records come aside; its frame has null ones.
             let records = streamed.or(p.records.map(IncomingRecords::Shared));
+            // A transactional batch goes only into a partition its open transaction named
+            // (AddPartitionsToTxn), so no transaction is left without a marker (KIP-890).
+            let target = match (target, records.as_ref().and_then(transactional_writer)) {
+                (Ok(t), Some((pid, epoch))) => broker
+                    .txns
+                    .verify_write(pid, epoch, &name, p.index)
+                    .map(|()| t),
+                (target, _) => target,
+            };
             let appended = match (target, records) {
                 (Ok((log, syncer)), Some(records)) => match if log.needs_room(records.len(), now) {
                     let log = log.clone();
@@ -555,6 +593,14 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
     }))
 }
 
+/// The producer id and epoch of a transactional record set (its first batch's header says).
+fn transactional_writer(records: &IncomingRecords) -> Option<(i64, i16)> {
+    let header = kappa_log::batch::BatchHeader::parse(records.bytes()).ok()?;
+    header
+        .is_transactional()
+        .then_some((header.producer_id, header.producer_epoch))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fetch
 
@@ -646,6 +692,7 @@ fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetche
     };
     let mut total = 0u64;
     let mut had_error = false;
+    let read_committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let topic = fetched_topic(broker, ft);
@@ -659,6 +706,7 @@ fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetche
                 log_start_offset: -1,
                 records: Vec::new(),
                 next_offset: fp.fetch_offset,
+                aborted: None,
             };
             let Some(log) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 had_error = true;
@@ -670,22 +718,33 @@ fn fetch_once(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetche
             // Kafka returns the first batch even when it exceeds the limits, so a consumer
             // can always make progress.
             let at_least_one = total == 0;
-            match log.read_slices(fp.fetch_offset, max, at_least_one) {
+            // The last stable offset before reading: a read_committed consumer reads no
+            // further, and learns which transactions in what it got were aborted.
+            let lso = log.last_stable_offset();
+            let upper = if read_committed { lso } else { i64::MAX };
+            match log.read_slices_below(fp.fetch_offset, max, at_least_one, upper) {
                 Ok(read) => {
                     let len = read.len();
                     total += len;
                     budget = budget.saturating_sub(len as usize);
                     pd.high_watermark = read.high_watermark;
-                    pd.last_stable_offset = read.high_watermark;
+                    pd.last_stable_offset = lso.min(read.high_watermark);
                     pd.log_start_offset = start_offset(read.log_start_offset);
                     pd.next_offset = read.next_offset;
+                    if read_committed {
+                        pd.aborted = Some(if read.slices.is_empty() {
+                            Vec::new()
+                        } else {
+                            log.aborted_txns(fp.fetch_offset, read.next_offset)
+                        });
+                    }
                     pd.records = read.slices;
                 }
                 Err(e) => {
                     had_error = true;
                     pd.error_code = log_error_code(&e).code();
                     pd.high_watermark = log.high_watermark();
-                    pd.last_stable_offset = log.high_watermark();
+                    pd.last_stable_offset = lso;
                     pd.log_start_offset = start_offset(log.log_start_offset());
                 }
             }
@@ -730,7 +789,8 @@ fn list_offsets(
                         return resp
                             .with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
                     };
-                    match offset_for(log, p.timestamp) {
+                    let committed = req.isolation_level == 1;
+                    match offset_for(log, p.timestamp, committed) {
                         Ok((ts, offset)) => resp.with_timestamp(ts).with_offset(offset),
                         Err(e) => resp.with_error_code(ctx.err(log_error_code(&e))),
                     }
@@ -745,8 +805,10 @@ fn list_offsets(
 }
 
 /// (timestamp, offset) for a ListOffsets query; (-1, -1) when no record is that recent.
-fn offset_for(log: &Log, query: i64) -> Result<(i64, i64), LogError> {
+fn offset_for(log: &Log, query: i64, read_committed: bool) -> Result<(i64, i64), LogError> {
     match query {
+        // read_committed: what such a consumer can read, up to the last stable offset.
+        LATEST if read_committed => Ok((-1, log.last_stable_offset())),
         LATEST => Ok((-1, log.high_watermark())),
         EARLIEST => Ok((-1, log.log_start_offset())),
         MAX_TIMESTAMP => match log.max_timestamp() {
@@ -904,7 +966,7 @@ fn delete_topics(
             let Some(name) = name else {
                 return result.with_error_code(ctx.err(ResponseError::UnknownTopicId));
             };
-            if name == OFFSETS_TOPIC {
+            if name == OFFSETS_TOPIC || name == TXN_STATE_TOPIC {
                 return result
                     .with_error_code(ctx.err(ResponseError::InvalidTopicException))
                     .with_error_message(
@@ -1260,11 +1322,11 @@ fn find_coordinator(
     let node = BrokerId(broker.config.node_id);
     let host = str_bytes(&broker.advertised_host);
     let port = broker.advertised_port;
-    // Key type 0: group; 1: transactional id (not served yet).
-    let error = if req.key_type == 0 {
+    // Key type 0: group; 1: transactional id. This broker coordinates both.
+    let error = if req.key_type == 0 || req.key_type == 1 {
         0
     } else {
-        ctx.err(ResponseError::CoordinatorNotAvailable)
+        ctx.err(ResponseError::InvalidRequest)
     };
     if ctx.api_version >= 4 {
         let coordinators = req
@@ -1493,14 +1555,26 @@ fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    // KIP-447: a consumer that asks for stable offsets waits while a transaction's offset
+    // commit for the partition is undecided.
+    let require_stable = v >= 7 && req.require_stable;
+    let group_id = req.group_id.0.to_string();
     let topics = broker
         .groups
-        .fetch_offsets(&req.group_id.0, wanted)
+        .fetch_offsets(&group_id, wanted)
         .into_iter()
         .map(|(t, parts)| {
             let partitions = parts
                 .into_iter()
                 .map(|(p, o)| {
+                    if require_stable && broker.groups.has_pending_txn_offset(&group_id, &t, p) {
+                        return OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_committed_leader_epoch(-1)
+                            .with_metadata(Some(str_bytes("")))
+                            .with_error_code(ctx.err(ResponseError::UnstableOffsetCommit));
+                    }
                     let (offset, epoch, metadata) = match o {
                         Some(o) => (o.offset, o.leader_epoch, o.metadata),
                         None => (-1, -1, Some(String::new())),
@@ -1645,37 +1719,4 @@ async fn offset_delete(
             )
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Idempotent producers
-
-fn init_producer_id(
-    broker: &Arc<Broker>,
-    ctx: &mut RequestContext,
-    req: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let failed = |ctx: &mut RequestContext, e: ResponseError| {
-        InitProducerIdResponse::default()
-            .with_error_code(ctx.err(e))
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    };
-    if req.transactional_id.is_some() {
-        // Transactions need the transaction coordinator, which is not there yet.
-        return failed(ctx, ResponseError::CoordinatorNotAvailable);
-    }
-    // KIP-360: a producer that knows its id asks for the next epoch instead of a new id.
-    let known = ctx.api_version >= 3 && req.producer_id.0 >= 0;
-    let (id, epoch) = if known && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        (req.producer_id.0, req.producer_epoch + 1)
-    } else {
-        match broker.topics.allocate_producer_id() {
-            Ok(id) => (id, 0),
-            Err(_) => return failed(ctx, ResponseError::KafkaStorageError),
-        }
-    };
-    InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch)
 }

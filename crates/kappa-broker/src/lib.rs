@@ -1,7 +1,8 @@
 //! kappa-broker: a single-node broker that speaks the Apache Kafka wire protocol.
 //!
 //! It frames and decodes requests with the `kafka-protocol` crate, keeps topics and their
-//! partition logs (kappa-log), and answers as a Kafka broker would, error codes included.
+//! partition logs (kappa-log), coordinates consumer groups and transactions, and answers as
+//! a Kafka broker would, error codes included.
 //! It knows nothing of SQL or the registry.
 
 pub mod config;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod produce_stream;
 mod server;
 pub mod topics;
+pub mod txn;
 
 pub use config::BrokerConfig;
 pub use handlers::supported_versions;

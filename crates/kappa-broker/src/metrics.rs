@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use crate::groups::GroupCoordinator;
 use crate::topics::TopicRegistry;
+use crate::txn::TxnMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
@@ -47,7 +48,7 @@ pub struct BrokerMetrics {
 
 impl BrokerMetrics {
     /// `fsync_duration`: the fsync rounds' histogram (`Commits::fsync_duration`).
-    pub fn new(fsync_duration: Histogram) -> Self {
+    pub fn new(fsync_duration: Histogram, txns: &TxnMetrics) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<ApiLabels, Counter>::default();
         let request_errors = Family::<ApiLabels, Counter>::default();
@@ -108,6 +109,31 @@ impl BrokerMetrics {
             "Time each fsync of a partition's log took, as acks=all requests wait for it",
             fsync_duration,
         );
+        registry.register(
+            "kappa_transactions_started",
+            "Transactions begun (their first AddPartitionsToTxn or AddOffsetsToTxn)",
+            txns.started.clone(),
+        );
+        registry.register(
+            "kappa_transactions_committed",
+            "Transactions committed (markers written)",
+            txns.committed.clone(),
+        );
+        registry.register(
+            "kappa_transactions_aborted",
+            "Transactions aborted (markers written), timed-out and fenced ones included",
+            txns.aborted.clone(),
+        );
+        registry.register(
+            "kappa_transactions_timed_out",
+            "Transactions the coordinator aborted because they outlived transaction.timeout.ms",
+            txns.timed_out.clone(),
+        );
+        registry.register(
+            "kappa_transactions_open",
+            "Transactions open now",
+            txns.open.clone(),
+        );
         BrokerMetrics {
             registry,
             requests,
@@ -141,6 +167,9 @@ impl BrokerMetrics {
         let mut start = String::from(
             "# HELP kappa_partition_start_offset Log start offset (first offset kept).\n# TYPE kappa_partition_start_offset gauge\n",
         );
+        let mut lso_lag = String::from(
+            "# HELP kappa_partition_lso_lag Records between the last stable offset and the log end offset (held back by open transactions or not yet written).\n# TYPE kappa_partition_lso_lag gauge\n",
+        );
         for topic in &list {
             for (p, log) in topic.partitions.iter().enumerate() {
                 let labels = format!("{{topic=\"{}\",partition=\"{p}\"}}", topic.name);
@@ -159,11 +188,17 @@ impl BrokerMetrics {
                     "kappa_partition_start_offset{labels} {}",
                     log.log_start_offset()
                 );
+                let _ = writeln!(
+                    lso_lag,
+                    "kappa_partition_lso_lag{labels} {}",
+                    (log.end_offset() - log.last_stable_offset()).max(0)
+                );
             }
         }
         out.push_str(&size);
         out.push_str(&end);
         out.push_str(&start);
+        out.push_str(&lso_lag);
         let mut committed = String::from(
             "# HELP kappa_group_committed_offset Offset a consumer group committed, by partition.\n# TYPE kappa_group_committed_offset gauge\n",
         );

@@ -45,6 +45,13 @@ impl IncomingRecords {
         self.len() == 0
     }
 
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            IncomingRecords::Shared(records) => records,
+            IncomingRecords::Owned(records) => records.as_slice(),
+        }
+    }
+
     pub fn append_to(self, log: &Log, now_ms: i64) -> std::result::Result<AppendInfo, LogError> {
         match self {
             IncomingRecords::Shared(records) => log.append_deferred(&records, now_ms),

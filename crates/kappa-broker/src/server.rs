@@ -22,6 +22,7 @@ use crate::handlers::{self, supported_versions, Handled, RequestContext};
 use crate::metrics::{ApiLabels, BrokerMetrics};
 use crate::produce_stream::{self, IncomingRecords, StreamError};
 use crate::topics::{TopicError, TopicRegistry};
+use crate::txn::TxnCoordinator;
 
 /// The broker's shared state.
 pub struct Broker {
@@ -29,6 +30,7 @@ pub struct Broker {
     pub topics: TopicRegistry,
     pub metrics: BrokerMetrics,
     pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
     /// Woken whenever records become readable, so long-polling fetches can answer early.
     pub data_arrived: Arc<Notify>,
     pub advertised_host: String,
@@ -50,6 +52,7 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let topics = TopicRegistry::open(&config)?;
         let groups = GroupCoordinator::open(&topics)?;
+        let txns = TxnCoordinator::open(&topics, config.transaction_max_timeout_ms)?;
         let advertised = config
             .advertised_listener
             .clone()
@@ -63,12 +66,13 @@ impl Broker {
             })
             .ok_or_else(|| BrokerError::Address(advertised.clone()))?;
         let data_arrived = topics.commits.data_arrived.clone();
-        let metrics = BrokerMetrics::new(topics.commits.fsync_duration.clone());
+        let metrics = BrokerMetrics::new(topics.commits.fsync_duration.clone(), &txns.metrics);
         Ok(Arc::new(Broker {
             config,
             topics,
             metrics,
             groups,
+            txns,
             data_arrived,
             advertised_host: host,
             advertised_port: port,
@@ -112,6 +116,20 @@ impl Broker {
                 }
             })
         };
+        // Transactions: those a crash left half-ended are finished first thing, then every
+        // pass aborts the ones that outlived their timeout.
+        let txn_ticker = {
+            let broker = self.clone();
+            tokio::spawn(async move {
+                let period = std::time::Duration::from_millis(
+                    broker.config.transaction_check_interval_ms.max(10),
+                );
+                loop {
+                    broker.txns.tick(&broker).await;
+                    tokio::time::sleep(period).await;
+                }
+            })
+        };
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -134,6 +152,7 @@ impl Broker {
         }
         retention.abort();
         group_ticker.abort();
+        txn_ticker.abort();
     }
 
     /// Requests are read and handled in order; responses are written in order by a separate

@@ -442,6 +442,23 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// The one partition of an internal topic (`__consumer_offsets`, `__transaction_state`),
+    /// compacted, created on first use.
+    pub fn internal_log(&self, name: &str) -> Result<Arc<Log>, TopicError> {
+        let topic = match self.get(name) {
+            Some(t) => t,
+            None => {
+                let mut configs = BTreeMap::new();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                self.create(name, 1, &configs)?
+            }
+        };
+        topic
+            .partition(0)
+            .cloned()
+            .ok_or_else(|| TopicError::InvalidPartitions(format!("{name} has no partition")))
+    }
+
     /// Returns the topic, creating it with the default partition count when auto-creation is on.
     pub fn get_or_create(
         &self,

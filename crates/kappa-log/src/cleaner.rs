@@ -2,6 +2,8 @@
 //! closed segments, drops tombstones once `delete.retention.ms` has passed, never changes an
 //! offset and never touches the active segment. A segment is rewritten to `<base>.log.cleaned`,
 //! fsynced, then renamed over the original: a crash leaves the old or the new file, never a mix.
+//! Records of aborted transactions are dropped, and transaction markers once
+//! `delete.retention.ms` has passed; nothing at or after an open transaction is touched.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +15,7 @@ use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use crate::batch::BatchHeader;
 use crate::segment::{log_path, read_batches, Segment};
+use crate::txn_index::AbortedTxn;
 use crate::{Log, LogError, Result};
 
 /// What one cleaning pass did.
@@ -82,7 +85,7 @@ fn for_each_batch(
 impl Log {
     /// One compaction pass over the closed segments, if any rolled since the last pass.
     pub fn clean(&self, now_ms: i64) -> Result<CleanStats> {
-        let (closed, active_base, delete_retention_ms) = {
+        let (closed, active_base, delete_retention_ms, aborted) = {
             let state = self.lock_state();
             if state.closed || !state.config.cleanup_policy.compacts() {
                 return Ok(CleanStats::default());
@@ -91,19 +94,41 @@ impl Log {
             if state.cleaned_up_to == Some(active_base) {
                 return Ok(CleanStats::default());
             }
+            // As Kafka: nothing at or after the oldest open transaction is cleaned, since
+            // whether its records stay is not decided yet.
+            let first_unstable = state.first_unstable_offset();
             let closed: Vec<(i64, Arc<File>, u64)> = state
                 .segments
                 .iter()
-                .filter(|(base, _)| **base != active_base)
+                .filter(|(base, s)| **base != active_base && s.next_offset <= first_unstable)
                 .map(|(base, s)| (*base, Arc::clone(&s.file), s.size))
                 .collect();
-            (closed, active_base, state.config.delete_retention_ms)
+            let aborted: Vec<AbortedTxn> = state
+                .segments
+                .values()
+                .flat_map(|s| s.txn_index.entries().iter().copied())
+                .collect();
+            (
+                closed,
+                active_base,
+                state.config.delete_retention_ms,
+                aborted,
+            )
+        };
+        // Records of an aborted transaction are dropped, never taken as a key's latest value.
+        let is_aborted = |header: &BatchHeader| {
+            header.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == header.producer_id
+                        && a.first_offset <= header.base_offset
+                        && header.base_offset < a.last_offset
+                })
         };
         // The latest offset of every key in the closed segments.
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         for (_, file, size) in &closed {
             for_each_batch(file, *size, |header, bytes| {
-                if header.is_control() {
+                if header.is_control() || is_aborted(header) {
                     return Ok(());
                 }
                 let set = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes))
@@ -122,6 +147,13 @@ impl Log {
             let mut out: Vec<u8> = Vec::with_capacity(size as usize);
             let mut removed = 0u64;
             for_each_batch(&file, size, |header, bytes| {
+                // A marker goes once delete.retention.ms has passed: by then the records of
+                // its transaction were cleaned too (aborted ones are dropped below).
+                let expired_marker = header.is_control() && header.max_timestamp < horizon;
+                if expired_marker || is_aborted(header) {
+                    removed += header.record_count.max(0) as u64;
+                    return Ok(());
+                }
                 if header.is_control() {
                     out.extend_from_slice(bytes);
                     return Ok(());

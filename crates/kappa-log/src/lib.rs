@@ -4,6 +4,8 @@
 //! v2 bytes exactly as producers sent them (with broker-assigned offsets), plus a sparse offset
 //! index and a time index. The crate knows nothing of the network: it appends, reads, looks
 //! up by offset and time, rolls, enforces retention, and recovers a torn tail after a crash.
+//! For transactions it keeps the last stable offset, writes the coordinator's markers and
+//! indexes aborted transactions per segment.
 
 pub mod batch;
 mod cleaner;
@@ -15,11 +17,16 @@ pub mod records;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod txn_index;
+#[cfg(test)]
+mod txn_tests;
 
+pub use batch::ControlType;
 pub use cleaner::CleanStats;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use direct::OwnedRecords;
 pub use log::{AppendInfo, FileRead, FileSlice, Log, LogSlice, ReadResult};
+pub use txn_index::AbortedTxn;
 
 /// Errors of the partition log. Variants map onto Kafka error codes in the broker.
 #[derive(Debug, thiserror::Error)]

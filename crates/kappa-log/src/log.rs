@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::batch::ControlType;
 use crate::batch::{self, BatchHeader};
 use crate::direct::{AlignedBuf, OwnedRecords};
 use crate::producer_state::{self, ProducerState, SequenceCheck};
 use crate::segment::{read_batches, PendingWrite, Segment};
+use crate::txn_index::AbortedTxn;
 use crate::{LogConfig, LogError, Result, TimestampType};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -207,6 +209,10 @@ impl LogState {
             None => Ok(()),
         }
     }
+    /// First offset of the oldest open transaction, `i64::MAX` when none is open.
+    pub(crate) fn first_unstable_offset(&self) -> i64 {
+        self.producers.first_unstable_offset().unwrap_or(i64::MAX)
+    }
     /// Base offset of the active segment (the one compaction never touches).
     pub(crate) fn active_base(&self) -> i64 {
         self.active().base_offset
@@ -232,6 +238,9 @@ pub struct Log {
     written_offset: AtomicI64,
     /// Mirrors the log end offset for lock-free readers (metrics, fetch wake-ups).
     end_offset: AtomicI64,
+    /// First offset of the oldest open transaction (`i64::MAX`: none), for lock-free readers
+    /// of the last stable offset.
+    first_unstable: AtomicI64,
 }
 
 impl Log {
@@ -304,17 +313,30 @@ impl Log {
             .next_offset;
         log_start_offset = log_start_offset.min(end);
         // Producer state: the newest snapshot, then every batch header written after it.
+        // Open transactions and the aborted-transaction index of the replayed segments are
+        // rebuilt from the markers found on the way, so a torn tail takes its entries along.
         let (snapshot_offset, mut producers) = producer_state::load_snapshot(dir, end)?;
         let replay_from = snapshot_offset.max(log_start_offset);
-        for segment in segments.values() {
+        for segment in segments.values_mut() {
             if segment.next_offset <= replay_from {
                 continue;
             }
+            let mut aborted: Vec<AbortedTxn> = segment
+                .txn_index
+                .entries()
+                .iter()
+                .filter(|e| e.last_offset < replay_from)
+                .copied()
+                .collect();
             if let Some(pos) = segment.position_of(replay_from)? {
-                segment.for_each_header(pos, |h| producers.update(h))?;
+                segment.for_each_header(pos, |h, kind| {
+                    replay_batch(&mut producers, h, kind, &mut aborted);
+                })?;
             }
+            segment.txn_index.replace(aborted)?;
         }
         producers.truncate_before(log_start_offset);
+        let first_unstable = producers.first_unstable_offset().unwrap_or(i64::MAX);
         // What survived a crash may sit only in the page cache: make it durable before it is
         // reported as such (acks=all waits, idempotent retries answered as duplicates).
         segments
@@ -344,6 +366,7 @@ impl Log {
             flushed_offset: AtomicI64::new(end),
             written_offset: AtomicI64::new(end),
             end_offset: AtomicI64::new(end),
+            first_unstable: AtomicI64::new(first_unstable),
         })
     }
 
@@ -377,6 +400,37 @@ impl Log {
     /// watermark): the end offset once [`Log::write_pending`] has caught up.
     pub fn high_watermark(&self) -> i64 {
         self.written_offset.load(Ordering::Acquire)
+    }
+
+    /// The last stable offset: below it every transaction is decided (committed or aborted),
+    /// so a read_committed consumer may read up to it. The high watermark when no transaction
+    /// is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+            .min(self.first_unstable.load(Ordering::Acquire))
+    }
+
+    /// The aborted transactions a read_committed reader of `from..upper` must drop: those
+    /// whose ABORT marker is at or after `from` and whose first record is before `upper`, as
+    /// (producer id, first offset), in marker order.
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Vec<(i64, i64)> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        // Markers lie after their transaction's records: a segment past `upper` can still hold
+        // the marker of a transaction begun before it, so every later segment is looked at.
+        for segment in state.segments_from(from) {
+            for e in segment.txn_index.entries() {
+                if e.last_offset >= from && e.first_offset < upper {
+                    out.push((e.producer_id, e.first_offset));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every producer's state in this partition (DescribeProducers).
+    pub fn producers(&self) -> Vec<producer_state::ProducerEntry> {
+        self.lock().producers.entries().cloned().collect()
     }
 
     /// Offset below which records are fsynced (Kafka's recovery point).
@@ -418,14 +472,32 @@ impl Log {
     /// the file, and readers, with the next [`Log::write_pending`]. A broker answers acks=1
     /// and acks=all only after that, and meanwhile gathers many appends into one write.
     pub fn append_deferred(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
-        self.append_incoming(Incoming::Borrowed(records), now_ms)
+        self.append_incoming(Incoming::Borrowed(records), now_ms, None)
+    }
+
+    /// Appends a transaction marker (a control batch) for `producer_id`'s open transaction in
+    /// this partition, as the transaction coordinator asks: the transaction ends here, and an
+    /// ABORT goes into the aborted-transaction index. Like [`Log::append_deferred`], it reaches
+    /// the file with the next [`Log::write_pending`]. A marker of an epoch older than the
+    /// producer's is refused (a stale coordinator's).
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        kind: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        let batch =
+            batch::marker_batch(producer_id, producer_epoch, kind, coordinator_epoch, now_ms);
+        self.append_incoming(Incoming::Borrowed(&batch), now_ms, Some(kind))
     }
 
     /// [`Log::append_deferred`] for records read into memory of their own, placed as
     /// [`Log::records_placement`] asked: when that still holds, they are written from that
     /// memory without a copy.
     pub fn append_owned(&self, records: OwnedRecords, now_ms: i64) -> Result<AppendInfo> {
-        self.append_incoming(Incoming::Owned(records), now_ms)
+        self.append_incoming(Incoming::Owned(records), now_ms, None)
     }
 
     /// Where within a block of memory the records of the next append should start for the
@@ -436,11 +508,16 @@ impl Log {
         state.active().placement(state.config.direct_writes)
     }
 
-    fn append_incoming(&self, incoming: Incoming<'_>, now_ms: i64) -> Result<AppendInfo> {
+    fn append_incoming(
+        &self,
+        incoming: Incoming<'_>,
+        now_ms: i64,
+        marker: Option<ControlType>,
+    ) -> Result<AppendInfo> {
         let records = incoming.bytes();
         // Bodies (CRC, record framing) are checked on the staged copy, in `stamp`.
         let mut headers = batch::validate_all_but_body(records)?;
-        if headers.iter().any(|h| h.is_control()) {
+        if marker.is_none() && headers.iter().any(|h| h.is_control()) {
             return Err(LogError::InvalidRecord(
                 "control batches are written by the broker, not by producers".into(),
             ));
@@ -542,8 +619,34 @@ impl Log {
             return Err(e);
         }
         for h in &headers {
-            state.producers.update(h);
+            if !h.is_control() {
+                state.producers.update(h);
+                continue;
+            }
+            let first =
+                state
+                    .producers
+                    .complete_txn(h.producer_id, h.producer_epoch, h.max_timestamp);
+            if marker == Some(ControlType::Abort) {
+                let entry = AbortedTxn {
+                    producer_id: h.producer_id,
+                    first_offset: first.unwrap_or(h.base_offset),
+                    last_offset: h.base_offset,
+                    last_stable_offset: state
+                        .producers
+                        .first_unstable_offset()
+                        .unwrap_or(h.base_offset + 1),
+                };
+                if let Err(e) = state.active_mut().txn_index.push(entry) {
+                    state.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
         }
+        self.first_unstable.store(
+            state.producers.first_unstable_offset().unwrap_or(i64::MAX),
+            Ordering::Release,
+        );
         self.end_offset.store(next, Ordering::Release);
         let records_count = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
         let info = AppendInfo {
@@ -752,6 +855,18 @@ impl Log {
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<FileRead> {
+        self.read_slices_below(offset, max_bytes, at_least_one, i64::MAX)
+    }
+
+    /// [`Log::read_slices`] of the batches below `upper` only (a batch boundary, such as the
+    /// last stable offset for a read_committed fetch).
+    pub fn read_slices_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        upper: i64,
+    ) -> Result<FileRead> {
         let state = self.lock();
         let end = state.next_offset();
         let start = state.log_start_offset;
@@ -766,12 +881,23 @@ impl Log {
         };
         let mut budget = max_bytes as u64;
         for segment in state.segments_from(offset) {
+            if offset >= upper || segment.base_offset >= upper {
+                break;
+            }
             let Some(pos) = segment.position_of(offset)? else {
                 continue;
             };
-            let available = segment.written - pos;
+            // Where the readable part of this segment ends.
+            let stop = match segment.position_of(upper)? {
+                Some(stop) => stop,
+                None => segment.written,
+            };
+            if stop <= pos {
+                break;
+            }
+            let available = stop - pos;
             let (mut end_pos, mut next) =
-                segment.batches_within(pos, pos.saturating_add(budget))?;
+                segment.batches_within(pos, pos.saturating_add(budget).min(stop))?;
             if end_pos == pos && at_least_one && out.slices.is_empty() {
                 // Kafka returns the first batch even when it exceeds the limits, so a consumer
                 // can always make progress.
@@ -790,6 +916,33 @@ impl Log {
             }
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every batch from the log start to the high watermark, in order: its
+    /// header and its bytes. Internal topics (committed offsets, transaction state) replay
+    /// themselves with it on start.
+    pub fn scan_batches(&self, mut f: impl FnMut(&BatchHeader, bytes::Bytes)) -> Result<()> {
+        let mut offset = self.log_start_offset();
+        let end = self.high_watermark();
+        while offset < end {
+            let read = self.read(offset, 1 << 20, true)?;
+            let bytes = bytes::Bytes::from(read.bytes);
+            let before = offset;
+            let mut at = 0;
+            while at < bytes.len() {
+                let Ok(header) = BatchHeader::parse(&bytes[at..]) else {
+                    break;
+                };
+                let one = bytes.slice(at..(at + header.size).min(bytes.len()));
+                at += header.size;
+                offset = offset.max(header.last_offset() + 1);
+                f(&header, one);
+            }
+            if offset == before {
+                break; // nothing readable: never loop on the same offset
+            }
+        }
+        Ok(())
     }
 
     /// The first batch whose max timestamp is at least `ts`, with its header: the caller finds
@@ -1024,4 +1177,36 @@ fn failed_error(e: &str) -> LogError {
 
 fn closed_error() -> LogError {
     LogError::Io(std::io::Error::other("log is closed"))
+}
+
+/// Applies one batch header found while replaying the log to the producer state; an ABORT
+/// marker adds its transaction to `aborted`.
+fn replay_batch(
+    producers: &mut ProducerState,
+    header: &BatchHeader,
+    kind: Option<ControlType>,
+    aborted: &mut Vec<AbortedTxn>,
+) {
+    if !header.is_control() {
+        producers.update(header);
+        return;
+    }
+    let Some(kind) = kind else {
+        return;
+    };
+    let first = producers.complete_txn(
+        header.producer_id,
+        header.producer_epoch,
+        header.max_timestamp,
+    );
+    if kind == ControlType::Abort {
+        aborted.push(AbortedTxn {
+            producer_id: header.producer_id,
+            first_offset: first.unwrap_or(header.base_offset),
+            last_offset: header.base_offset,
+            last_stable_offset: producers
+                .first_unstable_offset()
+                .unwrap_or(header.base_offset + 1),
+        });
+    }
 }

@@ -1,9 +1,10 @@
-//! Idempotent-producer state of one partition: per producer id, its epoch and the sequence
-//! ranges of its last five batches (as Kafka keeps them), so a retried batch is recognised and
-//! a gap or an old epoch refused. Snapshotted at segment roll and close; after a crash the
-//! state is rebuilt from the snapshot plus the batch headers written after it.
+//! Producer state of one partition: per producer id, its epoch, the sequence ranges of its
+//! last five batches (as Kafka keeps them), so a retried batch is recognised and a gap or an
+//! old epoch refused, and the first offset of its open transaction, which holds back the last
+//! stable offset. Snapshotted at segment roll and close; after a crash the state is rebuilt
+//! from the snapshot plus the batch headers written after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,12 @@ pub struct ProducerEntry {
     pub producer_id: i64,
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's transaction that has no marker yet.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
+    /// Timestamp of the producer's last batch (DescribeProducers).
+    #[serde(default)]
+    pub last_timestamp: i64,
 }
 
 /// What the sequence check decided for one batch.
@@ -41,7 +48,13 @@ pub enum SequenceCheck {
 #[derive(Default, Clone, Debug)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset -> producer id (the smallest key bounds the LSO).
+    ongoing: BTreeMap<i64, i64>,
 }
+
+/// Kafka's "no sequence": a batch outside idempotence (the broker's own transactional offset
+/// commits), checked for its epoch only.
+pub const NO_SEQUENCE: i32 = -1;
 
 fn next_seq(seq: i32) -> i32 {
     if seq == i32::MAX {
@@ -64,7 +77,10 @@ impl ProducerState {
             return Ok(SequenceCheck::Append);
         }
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            return if header.base_sequence == 0 || header.is_transactional() {
+            return if header.base_sequence == 0
+                || header.base_sequence == NO_SEQUENCE
+                || header.is_transactional()
+            {
                 Ok(SequenceCheck::Append)
             } else {
                 Err(LogError::UnknownProducerId(header.producer_id))
@@ -76,6 +92,9 @@ impl ProducerState {
                 epoch: header.producer_epoch,
                 current: entry.epoch,
             });
+        }
+        if header.base_sequence == NO_SEQUENCE {
+            return Ok(SequenceCheck::Append);
         }
         if header.producer_epoch > entry.epoch {
             // A new epoch restarts the sequence at 0.
@@ -124,10 +143,20 @@ impl ProducerState {
                 producer_id: header.producer_id,
                 epoch: header.producer_epoch,
                 batches: VecDeque::new(),
+                txn_first_offset: None,
+                last_timestamp: -1,
             });
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+        }
+        entry.last_timestamp = header.max_timestamp;
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
+            self.ongoing.insert(header.base_offset, header.producer_id);
+        }
+        if header.base_sequence == NO_SEQUENCE {
+            return;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: header.base_sequence,
@@ -140,10 +169,63 @@ impl ProducerState {
         }
     }
 
-    /// Forgets producers whose every remembered batch lies before `log_start`.
+    /// Whether a transaction marker of `epoch` may be written for `producer_id`: not when the
+    /// producer has since moved to a newer epoch (a stale coordinator's marker).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), LogError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(LogError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: e.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A transaction marker of `epoch` was written for `producer_id`: its open transaction (if
+    /// any) ends. Returns that transaction's first offset.
+    pub fn complete_txn(&mut self, producer_id: i64, epoch: i16, timestamp: i64) -> Option<i64> {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id,
+                epoch,
+                batches: VecDeque::new(),
+                txn_first_offset: None,
+                last_timestamp: -1,
+            });
+        if epoch > entry.epoch {
+            // The coordinator bumped the epoch (a fenced or timed-out transaction): the old
+            // epoch's batches are refused from now on, and the new one starts at sequence 0.
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
+        let first = entry.txn_first_offset.take();
+        if let Some(first) = first {
+            self.ongoing.remove(&first);
+        }
+        first
+    }
+
+    /// The first offset of the oldest open transaction: the last stable offset is below it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Forgets producers whose every remembered batch lies before `log_start`, unless their
+    /// transaction is still open.
     pub fn truncate_before(&mut self, log_start: i64) {
-        self.producers
-            .retain(|_, e| e.batches.back().is_some_and(|b| b.last_offset >= log_start));
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some()
+                || e.batches.back().is_some_and(|b| b.last_offset >= log_start)
+        });
+    }
+
+    /// Every producer's state (DescribeProducers).
+    pub fn entries(&self) -> impl Iterator<Item = &ProducerEntry> {
+        self.producers.values()
     }
 
     pub fn len(&self) -> usize {
@@ -218,12 +300,16 @@ pub(crate) fn load_snapshot(dir: &Path, end: i64) -> Result<(i64, ProducerState)
         };
         match serde_json::from_slice::<Snapshot>(&bytes) {
             Ok(s) => {
-                let producers = s
+                let producers: HashMap<i64, ProducerEntry> = s
                     .producers
                     .into_iter()
                     .map(|e| (e.producer_id, e))
                     .collect();
-                return Ok((s.offset, ProducerState { producers }));
+                let ongoing = producers
+                    .values()
+                    .filter_map(|e| e.txn_first_offset.map(|o| (o, e.producer_id)))
+                    .collect();
+                return Ok((s.offset, ProducerState { producers, ongoing }));
             }
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), offset, error = %e, "ignoring unreadable producer snapshot")

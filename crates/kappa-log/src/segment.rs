@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::direct::{self, AlignedBuf, OwnedRecords, TailCache, BLOCK};
 use crate::log::{FileSlice, LogSlice};
+use crate::txn_index::TxnIndex;
 use crate::Result;
 
 /// Sparse offset index: (offset relative to the base, file position).
@@ -73,6 +74,8 @@ pub(crate) struct Segment {
     /// The file was an expired segment's (see [`Segment::reuse`]): past `size` it holds that
     /// segment's bytes, until [`Segment::trim`].
     reused: bool,
+    /// The aborted transactions whose ABORT marker is in this segment.
+    pub(crate) txn_index: TxnIndex,
 }
 
 /// How appends reach the file.
@@ -236,6 +239,7 @@ impl Segment {
     /// (docs/benchmarks.md, session 8). Nothing may read `expired` any more.
     pub fn reuse(expired: Segment, dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
         expired.delete_indexes()?;
+        expired.txn_index.delete()?;
         // The marker first: a crash after the rename must find it, to expect stale bytes.
         File::create(reused_marker_path(dir, base_offset))?;
         std::fs::rename(
@@ -277,6 +281,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             direct: Direct::Untried,
             reused,
+            txn_index: TxnIndex::create(dir, base_offset)?,
         })
     }
 
@@ -321,6 +326,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             direct: Direct::Untried,
             reused: reused_marker_path(dir, base_offset).exists(),
+            txn_index: TxnIndex::open(dir, base_offset)?,
         };
         if !recover {
             if let Some((offset_index, time_index)) = segment.load_indexes(file_len)? {
@@ -929,13 +935,33 @@ impl Segment {
         self.scan_headers(start.max(from), |h| h.max_timestamp >= ts)
     }
 
-    /// Calls `f` with every batch header from `pos` to the end of the segment.
-    pub fn for_each_header(&self, pos: u64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+    /// Calls `f` with every batch header from `pos` to the end of the segment; for a control
+    /// batch, also with its marker kind.
+    pub fn for_each_header(
+        &self,
+        pos: u64,
+        mut f: impl FnMut(&BatchHeader, Option<batch::ControlType>),
+    ) -> Result<()> {
+        let mut at = pos;
+        let mut failed = None;
         self.scan_headers(pos, |h| {
-            f(h);
+            let mut kind = None;
+            if h.is_control() {
+                let mut prefix = [0u8; batch::CONTROL_PREFIX_LEN];
+                let len = (h.size).min(prefix.len());
+                match self.read_at(&mut prefix[..len], at) {
+                    Ok(()) => kind = batch::control_type(&prefix[..len]),
+                    Err(e) => {
+                        failed = Some(e);
+                        return true;
+                    }
+                }
+            }
+            f(h, kind);
+            at += h.size as u64;
             false
-        })
-        .map(|_| ())
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     fn scan_headers(
@@ -976,7 +1002,7 @@ impl Segment {
         self.file.sync_data()?;
         self.index_file.sync_data()?;
         self.time_index_file.sync_data()?;
-        Ok(())
+        self.txn_index.flush()
     }
 
     /// Removes this segment's index files (before its log file is replaced).
@@ -988,6 +1014,7 @@ impl Segment {
     pub fn delete(self) -> Result<()> {
         remove_if_present(&log_path(&self.dir, self.base_offset))?;
         remove_if_present(&reused_marker_path(&self.dir, self.base_offset))?;
+        self.txn_index.delete()?;
         self.delete_indexes()
     }
 }

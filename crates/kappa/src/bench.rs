@@ -60,6 +60,11 @@ pub enum BenchCommand {
         /// the records sent in that second (as kafka-producer-perf-test's periodic lines).
         #[arg(long)]
         timeline: bool,
+        /// Produce in transactions of this many records each (librdkafka only; 0: none). With
+        /// 1 KiB records and the default batch.size, a transaction of N records spans about
+        /// N / 976 full batches; the line printed says how many batches the run averaged.
+        #[arg(long, default_value_t = 0)]
+        records_per_txn: u64,
         #[command(flatten)]
         conn: Connection,
     },
@@ -139,8 +144,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             client,
             max_in_flight,
             timeline,
+            records_per_txn,
             conn,
         } => {
+            if records_per_txn > 0 && matches!(client, BenchClient::Native) {
+                bail!("--records-per-txn needs --client librdkafka (the native producer has no transactions)");
+            }
             let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
             let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
             for r in admin.create_topics([&new], &AdminOptions::new()).await? {
@@ -164,6 +173,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         ],
                         rate,
                         timeline,
+                        records_per_txn,
                     )
                     .await?
                 }
@@ -206,8 +216,16 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let pct = |p: f64| percentile_ms(&latencies_us, p);
             let ok = latencies_us.len() as f64;
             let elapsed = elapsed.as_secs_f64();
+            let txns = if records_per_txn > 0 {
+                format!(
+                    ", transactions of {records_per_txn} records (~{:.0} batches of {batch_size} B)",
+                    (records_per_txn as f64 * record_size as f64 / batch_size as f64).max(1.0)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions{}: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
+                "produce: {} records of {record_size} B, acks={acks}, {partitions} partitions{}{txns}: {:.0} records/s, {:.1} MB/s, latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}; {failed} failed",
                 latencies_us.len(),
                 if rate > 0 { format!(", target {rate} records/s") } else { String::new() },
                 ok / elapsed,
@@ -304,7 +322,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `records` records through librdkafka; `[acks, batch.size, linger.ms, compression]`.
+/// Sends `records` records through librdkafka; `[acks, batch.size, linger.ms, compression]`;
+/// in transactions of `records_per_txn` records when that is not 0.
+#[allow(clippy::too_many_arguments)]
 async fn librdkafka_produce(
     conn: &Connection,
     topic: &str,
@@ -313,6 +333,7 @@ async fn librdkafka_produce(
     [acks, batch_size, linger_ms, compression]: [&str; 4],
     rate: u64,
     timeline: bool,
+    records_per_txn: u64,
 ) -> anyhow::Result<ProduceOutcome> {
     let context = LatencyContext {
         start: Instant::now(),
@@ -326,17 +347,27 @@ async fn librdkafka_produce(
         failed: AtomicU64::new(0),
         first_error: Mutex::new(None),
     };
-    let producer: ThreadedProducer<LatencyContext> = conn
-        .client_config_with(&[
-            ("acks", acks),
-            ("batch.size", batch_size),
-            ("linger.ms", linger_ms),
-            ("compression.codec", compression),
-            ("queue.buffering.max.kbytes", "1048576"),
-            ("queue.buffering.max.messages", "1000000"),
-        ])
+    let txn_id = format!("kappa-bench-{}", std::process::id());
+    let mut config = conn.client_config_with(&[
+        ("acks", acks),
+        ("batch.size", batch_size),
+        ("linger.ms", linger_ms),
+        ("compression.codec", compression),
+        ("queue.buffering.max.kbytes", "1048576"),
+        ("queue.buffering.max.messages", "1000000"),
+    ]);
+    if records_per_txn > 0 && config.get("transactional.id").is_none() {
+        config.set("transactional.id", &txn_id);
+    }
+    let producer: ThreadedProducer<LatencyContext> = config
         .create_with_context(context)
         .context("creating producer")?;
+    const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+    if records_per_txn > 0 {
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .context("initializing transactions")?;
+    }
     let payload: Vec<u8> = (0..record_size).map(|i| b'a' + (i % 26) as u8).collect();
     let topic = topic.to_string();
     let (elapsed, producer) = tokio::task::spawn_blocking(
@@ -351,6 +382,11 @@ async fn librdkafka_produce(
                         std::thread::sleep(due - now);
                     }
                 }
+                if records_per_txn > 0 && i % records_per_txn == 0 {
+                    producer
+                        .begin_transaction()
+                        .context("beginning a transaction")?;
+                }
                 key.clear();
                 use std::fmt::Write;
                 let _ = write!(key, "{}", i % 1024);
@@ -359,6 +395,11 @@ async fn librdkafka_produce(
                     .payload(&payload[..])
                     .key(&key);
                 send_when_room(&producer, record)?;
+                if records_per_txn > 0 && ((i + 1) % records_per_txn == 0 || i + 1 == records) {
+                    producer
+                        .commit_transaction(TXN_TIMEOUT)
+                        .context("committing a transaction")?;
+                }
             }
             producer.flush(Duration::from_secs(120))?;
             Ok((start.elapsed(), producer))

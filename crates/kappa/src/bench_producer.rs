@@ -6,21 +6,24 @@
 //! Kafka's own producer. Plain records only: no idempotence, compression or retries.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, MetadataRequest, MetadataResponse, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+
+#[cfg(test)]
+use crate::wire::encode_frame;
+use crate::wire::{read_answer, BrokerConnection, CLIENT_ID};
 
 /// What to send and how.
 pub struct NativeProduce {
@@ -48,13 +51,10 @@ pub struct ProduceOutcome {
     pub first_error: Option<String>,
 }
 
-const CLIENT_ID: &str = "kappa-bench";
 const REQUEST_TIMEOUT_MS: i32 = 30_000;
 /// Offset of the attributes field in a RecordBatch: the CRC-32C covers everything from it on.
 const ATTRIBUTES_AT: usize = 21;
 const BATCH_HEADER_LEN: usize = 61;
-/// Largest response frame this client reads (a Produce answer is small).
-const MAX_RESPONSE: usize = 64 << 20;
 
 pub fn run(job: &NativeProduce) -> anyhow::Result<ProduceOutcome> {
     if job.max_in_flight == 0 {
@@ -405,144 +405,6 @@ fn topic_leaders(conn: &mut BrokerConnection, topic: &str) -> anyhow::Result<Top
             Some(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-}
-
-/// One blocking connection to a broker, with the API versions it supports.
-struct BrokerConnection {
-    address: String,
-    stream: TcpStream,
-    versions: HashMap<i16, (i16, i16)>,
-    correlation_id: i32,
-}
-
-impl BrokerConnection {
-    fn open(address: &str) -> anyhow::Result<BrokerConnection> {
-        let stream =
-            TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
-        stream.set_nodelay(true)?;
-        let mut conn = BrokerConnection {
-            address: address.to_string(),
-            stream,
-            versions: HashMap::new(),
-            correlation_id: 0,
-        };
-        let response: ApiVersionsResponse =
-            conn.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())?;
-        if let Some(e) = response.error_code.err() {
-            bail!("ApiVersions to {address}: {e}");
-        }
-        conn.versions = response
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect();
-        Ok(conn)
-    }
-
-    fn try_clone(&self) -> anyhow::Result<BrokerConnection> {
-        Ok(BrokerConnection {
-            address: self.address.clone(),
-            stream: self.stream.try_clone()?,
-            versions: self.versions.clone(),
-            correlation_id: self.correlation_id,
-        })
-    }
-
-    /// The highest version of `api` both sides speak, within `lowest..=highest`.
-    fn version(&self, api: ApiKey, lowest: i16, highest: i16) -> anyhow::Result<i16> {
-        let (min, max) = self
-            .versions
-            .get(&(api as i16))
-            .copied()
-            .with_context(|| format!("{} does not support {api:?}", self.address))?;
-        let v = max.min(highest);
-        if v < lowest.max(min) {
-            bail!(
-                "{} supports {api:?} versions {min}..={max}, this client {lowest}..={highest}",
-                self.address
-            );
-        }
-        Ok(v)
-    }
-
-    fn call<Req: Encodable, Resp: Decodable>(
-        &mut self,
-        api: ApiKey,
-        version: i16,
-        body: &Req,
-    ) -> anyhow::Result<Resp> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let mut frame = BytesMut::new();
-        encode_frame(&mut frame, api, version, self.correlation_id, body)?;
-        self.stream
-            .write_all(&frame)
-            .with_context(|| format!("sending {api:?} to {}", self.address))?;
-        let expected = self.correlation_id;
-        let mut reader = &self.stream;
-        read_answer(&mut reader, api, version, expected, &self.address)
-    }
-}
-
-/// Encodes a request frame into `buf` (cleared first).
-fn encode_frame<T: Encodable>(
-    buf: &mut BytesMut,
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &T,
-) -> anyhow::Result<()> {
-    buf.clear();
-    buf.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
-        .encode(buf, api.request_header_version(version))?;
-    body.encode(buf, version)?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
-}
-
-/// Reads one response frame and decodes it, checking its correlation id.
-fn read_answer<R: Read, Resp: Decodable>(
-    stream: &mut R,
-    api: ApiKey,
-    version: i16,
-    expected: i32,
-    address: &str,
-) -> anyhow::Result<Resp> {
-    let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .with_context(|| format!("reading the answer to {api:?} from {address}"))?;
-    let len = i32::from_be_bytes(len);
-    if len < 4 || len as usize > MAX_RESPONSE {
-        bail!("{address} answered {api:?} with a frame of {len} bytes");
-    }
-    let mut buf = vec![0u8; len as usize];
-    stream
-        .read_exact(&mut buf)
-        .with_context(|| format!("reading the answer to {api:?} from {address}"))?;
-    let mut bytes = Bytes::from(buf);
-    let header = ResponseHeader::decode(&mut bytes, api.response_header_version(version))
-        .with_context(|| format!("decoding {api:?} answer header from {address}"))?;
-    if header.correlation_id != expected {
-        bail!(
-            "{address} answered correlation id {} where {expected} was due",
-            header.correlation_id
-        );
-    }
-    let response = Resp::decode(&mut bytes, version)
-        .with_context(|| format!("decoding {api:?} answer from {address}"))?;
-    if bytes.has_remaining() {
-        bail!(
-            "{address}: {} bytes left over after {api:?} answer",
-            bytes.remaining()
-        );
-    }
-    Ok(response)
 }
 
 /// A request on the wire, awaiting its answer.

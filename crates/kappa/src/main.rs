@@ -12,6 +12,8 @@ mod http_sql;
 mod nexmark;
 mod schema;
 mod sql;
+mod txn;
+mod wire;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +50,9 @@ enum Command {
     /// Register, get, list, delete and check schemas in the schema registry.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// List and describe transactions (as kafka-transactions.sh does).
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => client::consume(args).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Txn(cmd) => txn::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Sql(args) => sql::sql(args).await,
             Command::Pipeline(cmd) => sql::pipeline(cmd).await,
