@@ -159,22 +159,31 @@ pub async fn handle(
 ) -> Handled {
     Handled::Now(Some(match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
+        RequestKind::Metadata(r) if metadata_creates_topics(broker, ctx, &r) => {
+            ResponseKind::Metadata(blocking(broker, ctx, r, metadata).await)
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, ctx, r)),
         RequestKind::Produce(r) => return produce(broker, ctx, r).await,
         RequestKind::Fetch(r) => return Handled::Fetch(fetch(broker, ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, ctx, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(broker, ctx, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(broker, ctx, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(blocking(broker, ctx, r, create_topics).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(blocking(broker, ctx, r, delete_topics).await)
+        }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions(broker, ctx, r))
+            ResponseKind::CreatePartitions(blocking(broker, ctx, r, create_partitions).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs(broker, ctx, r))
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs(broker, ctx, r))
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            blocking(broker, ctx, r, incremental_alter_configs).await,
+        ),
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(blocking(broker, ctx, r, alter_configs).await)
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(broker, ctx, r)),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records(broker, ctx, r).await)
         }
@@ -227,6 +236,55 @@ pub async fn handle(
         // Unreachable: the server only decodes APIs listed in `supported_versions`.
         _ => return Handled::Now(None),
     }))
+}
+
+/// Runs a handler that writes files and fsyncs them (creating, deleting or changing topics)
+/// on the blocking pool, not on the runtime thread the connection shares with others.
+async fn blocking<Q, R>(
+    broker: &Arc<Broker>,
+    ctx: &mut RequestContext,
+    req: Q,
+    handler: fn(&Arc<Broker>, &mut RequestContext, Q) -> R,
+) -> R
+where
+    Q: Send + 'static,
+    R: Send + 'static,
+{
+    let broker = broker.clone();
+    let mut inner = RequestContext {
+        api_version: ctx.api_version,
+        client_id: ctx.client_id.clone(),
+        client_host: ctx.client_host.clone(),
+        errors: 0,
+        streamed_records: Vec::new(),
+    };
+    let (response, inner) = match tokio::task::spawn_blocking(move || {
+        let response = handler(&broker, &mut inner, req);
+        (response, inner)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    ctx.errors += inner.errors;
+    response
+}
+
+/// Whether a Metadata request would create topics (auto-creation of unknown names).
+fn metadata_creates_topics(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: &MetadataRequest,
+) -> bool {
+    let auto_create =
+        broker.config.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
+    auto_create
+        && req.topics.iter().flatten().any(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| broker.topics.get(&n.0).is_none())
+        })
 }
 
 fn topic_error_code(e: &TopicError) -> ResponseError {
@@ -432,11 +490,22 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
             // Only the group and transaction coordinators write there.
             Err(TopicError::InvalidName(name.clone()))
         } else {
-            broker.topics.get_or_create(
-                &name,
-                broker.config.auto_create_topics,
-                broker.config.num_partitions,
-            )
+            match broker.topics.get(&name) {
+                Some(t) => Ok(t),
+                // Creating a topic writes files and fsyncs them: not on the runtime thread.
+                None => {
+                    let (b, n) = (broker.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || {
+                        b.topics.get_or_create(
+                            &n,
+                            b.config.auto_create_topics,
+                            b.config.num_partitions,
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(TopicError::Storage(e.to_string())))
+                }
+            }
         };
         for p in topic_data.partition_data {
             let streamed = streamed.next().flatten();
