@@ -158,6 +158,9 @@ pub(crate) struct LogState {
     producers: ProducerState,
     /// Base of the active segment when compaction last ran: nothing new to clean before it rolls.
     pub(crate) cleaned_up_to: Option<i64>,
+    /// The offset after the last transaction marker appended: until the file holds it, the
+    /// last stable offset readers see does not move past the transactions markers ended.
+    marker_pending_until: i64,
 }
 
 impl LogState {
@@ -360,6 +363,7 @@ impl Log {
                 failed: None,
                 producers,
                 cleaned_up_to: None,
+                marker_pending_until: 0,
             }),
             writer: Mutex::new(AlignedBuf::default()),
             flush_lock: Mutex::new(()),
@@ -643,10 +647,18 @@ impl Log {
                 }
             }
         }
-        self.first_unstable.store(
-            state.producers.first_unstable_offset().unwrap_or(i64::MAX),
-            Ordering::Release,
-        );
+        if marker.is_some() {
+            // The transaction ends for readers once its marker is in the file, not before: the
+            // last stable offset moves past it then (see `finish_write`).
+            state.marker_pending_until = next;
+        } else if state.marker_pending_until <= self.high_watermark() {
+            self.first_unstable
+                .store(state.first_unstable_offset(), Ordering::Release);
+        } else {
+            // A transaction begun here, behind a marker not yet written.
+            self.first_unstable
+                .fetch_min(state.first_unstable_offset(), Ordering::AcqRel);
+        }
         self.end_offset.store(next, Ordering::Release);
         let records_count = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
         let info = AppendInfo {
@@ -747,6 +759,10 @@ impl Log {
             None => job.into_buffer(),
         };
         self.written_offset.fetch_max(next_offset, Ordering::AcqRel);
+        if state.marker_pending_until <= next_offset {
+            self.first_unstable
+                .store(state.first_unstable_offset(), Ordering::Release);
+        }
         Ok(())
     }
 

@@ -90,6 +90,11 @@ fn the_last_stable_offset_waits_for_the_oldest_open_transaction() {
         .unwrap();
     assert_eq!(read.next_offset, 2);
     let commit = log.append_marker(1, 0, ControlType::Commit, 0, 5).unwrap();
+    assert_eq!(
+        log.last_stable_offset(),
+        2,
+        "a transaction ends for readers only once its marker is in the file"
+    );
     log.write_pending().unwrap();
     assert_eq!(commit.base_offset, 11);
     assert_eq!(
