@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::topic_configs::{BrokerDefaults, ConfigError};
+
 /// Settings of the embedded broker (the `[broker]` table of the TOML file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +43,11 @@ pub struct BrokerConfig {
     pub log_segment_bytes: i64,
     pub log_segment_ms: i64,
     pub message_max_bytes: i64,
+    /// Kafka broker configs that set topic defaults, by their Kafka names
+    /// (`log.cleaner.min.cleanable.ratio = "0.1"`, `log.retention.hours = "48"`): the
+    /// `[broker.properties]` table. Each is checked as Kafka checks it; they win over the
+    /// fields above.
+    pub properties: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -65,29 +72,46 @@ impl Default for BrokerConfig {
             log_segment_bytes: 1 << 30,
             log_segment_ms: 7 * 24 * 3600 * 1000,
             message_max_bytes: 1_048_588,
+            properties: BTreeMap::new(),
         }
     }
 }
 
 impl BrokerConfig {
-    /// Broker-wide defaults under their topic-config names.
-    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
-        [
-            ("cleanup.policy", "delete".to_string()),
-            ("retention.ms", self.log_retention_ms.to_string()),
-            ("retention.bytes", self.log_retention_bytes.to_string()),
-            ("segment.bytes", self.log_segment_bytes.to_string()),
-            ("segment.ms", self.log_segment_ms.to_string()),
-            ("max.message.bytes", self.message_max_bytes.to_string()),
-            ("message.timestamp.type", "CreateTime".to_string()),
-            ("delete.retention.ms", "86400000".to_string()),
-            ("min.compaction.lag.ms", "0".to_string()),
-            ("min.insync.replicas", "1".to_string()),
-            ("compression.type", "producer".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    /// The topic defaults this configuration sets, under Kafka's broker names: the typed
+    /// fields where they differ from Kafka's defaults, then `properties`.
+    pub fn broker_defaults(&self) -> Result<BrokerDefaults, ConfigError> {
+        let kafka = BrokerConfig::default();
+        let mut set = BTreeMap::new();
+        for (name, value, default) in [
+            (
+                "log.retention.ms",
+                self.log_retention_ms,
+                kafka.log_retention_ms,
+            ),
+            (
+                "log.retention.bytes",
+                self.log_retention_bytes,
+                kafka.log_retention_bytes,
+            ),
+            (
+                "log.segment.bytes",
+                self.log_segment_bytes,
+                kafka.log_segment_bytes,
+            ),
+            ("log.roll.ms", self.log_segment_ms, kafka.log_segment_ms),
+            (
+                "message.max.bytes",
+                self.message_max_bytes,
+                kafka.message_max_bytes,
+            ),
+        ] {
+            if value != default {
+                set.insert(name.to_string(), value.to_string());
+            }
+        }
+        set.extend(self.properties.clone());
+        BrokerDefaults::new(set)
     }
 
     pub fn flush_always(&self) -> bool {

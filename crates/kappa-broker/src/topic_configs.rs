@@ -15,6 +15,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -26,6 +27,7 @@ impl ConfigType {
             ConfigType::Boolean => "BOOLEAN",
             ConfigType::String => "STRING",
             ConfigType::Int => "INT",
+            ConfigType::Short => "SHORT",
             ConfigType::Long => "LONG",
             ConfigType::Double => "DOUBLE",
             ConfigType::List => "LIST",
@@ -511,6 +513,7 @@ fn check_value(
             }
             None
         }
+        ConfigType::Short => Some(trimmed.parse::<i16>().map_err(|_| not_a())? as f64),
         ConfigType::String | ConfigType::List => None,
     };
     match (def.check, number) {
@@ -582,7 +585,9 @@ fn check_value(
     }
     Ok(match kind {
         ConfigType::Boolean => trimmed.to_ascii_lowercase(),
-        ConfigType::Int | ConfigType::Long => trimmed.trim_start_matches('+').to_string(),
+        ConfigType::Int | ConfigType::Short | ConfigType::Long => {
+            trimmed.trim_start_matches('+').to_string()
+        }
         _ => trimmed.to_string(),
     })
 }
@@ -700,6 +705,11 @@ impl BrokerDefaults {
             .get(topic_config)
             .cloned()
             .or_else(|| find(topic_config).map(|d| d.default.to_string()))
+    }
+
+    /// Whether the broker's configuration sets a topic config's default (through a synonym).
+    pub fn is_set(&self, topic_config: &str) -> bool {
+        self.effective.contains_key(topic_config)
     }
 
     /// Broker configs set, by name.
