@@ -3,6 +3,8 @@ every Kafka topic config is accepted and described (source, synonyms, read-only)
 checked with Kafka's INVALID_CONFIG messages, unknown names are refused, broker defaults come
 from `[broker.properties]` and show on the BROKER resource, manual replica assignments naming
 the one broker are accepted, and the timestamp window refuses records with INVALID_TIMESTAMP."""
+import re
+import subprocess
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ConfigSource, NewPartitions, NewTopic, ResourceType)
 
-from conftest import Kappa
+from conftest import KAPPA_BIN, Kappa
 
 # What tools (Connect, Streams, Debezium, Terraform providers) set, and what Kappa honours.
 SETTINGS = {
@@ -152,13 +154,16 @@ def test_manual_assignment_naming_this_broker(kappa):
 def test_broker_defaults_and_the_broker_resource(tmp_path):
     config = tmp_path / "kappa.toml"
     config.write_text('[broker]\nnum_partitions = 3\n\n[broker.properties]\n'
-                      '"log.cleaner.min.cleanable.ratio" = "0.2"\n"log.retention.hours" = "48"\n')
+                      '"log.cleaner.min.cleanable.ratio" = "0.2"\n"log.retention.hours" = "48"\n'
+                      '"auto.create.topics.enable" = "false"\n')
     k = Kappa(tmp_path / "data", tmp_path / "kappa.log", ["--config", str(config)]).start()
     try:
         a = admin(k)
         broker = describe(a, ConfigResource(ResourceType.BROKER, "0"))
         assert broker["num.partitions"].value == "3"
         assert source(broker["num.partitions"]) == ConfigSource.STATIC_BROKER_CONFIG.value
+        assert broker["auto.create.topics.enable"].value == "false"
+        assert source(broker["auto.create.topics.enable"]) == ConfigSource.STATIC_BROKER_CONFIG.value
         assert broker["log.cleaner.min.cleanable.ratio"].value == "0.2"
         assert broker["log.retention.hours"].value == "48"
         assert broker["log.segment.bytes"].value == "1073741824"
@@ -177,3 +182,60 @@ def test_broker_defaults_and_the_broker_resource(tmp_path):
     with pytest.raises(RuntimeError) as e:
         Kappa(tmp_path / "data2", tmp_path / "kappa2.log", ["--config", str(config)]).start()
     assert "log.cleaner.min.cleanable.ratio" in str(e.value)
+
+
+def test_min_insync_replicas_and_flush_messages_are_honoured(kappa):
+    a = admin(kappa)
+    for name, config in [("isr2", {"min.insync.replicas": "2"}), ("flushed", {"flush.messages": "1"})]:
+        a.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(15)
+
+    def produce(topic, acks):
+        p = Producer({"bootstrap.servers": kappa.bootstrap, "acks": acks, "linger.ms": 0,
+                      "retries": 0, "message.timeout.ms": 10000})
+        errors = []
+        for _ in range(5):
+            p.produce(topic, value=b"v", on_delivery=lambda e, m: errors.append(e))
+        p.flush(15)
+        return errors
+
+    # One in-sync replica is fewer than min.insync.replicas=2: acks=all is refused, acks=1 not.
+    errors = produce("isr2", "all")
+    assert len(errors) == 5 and all(e is not None and e.code() == KafkaError.NOT_ENOUGH_REPLICAS
+                                    for e in errors), errors
+    assert produce("isr2", "1") == [None] * 5
+
+    def fsyncs():
+        m = re.search(r"^kappa_log_fsync_duration_seconds_count(?:\{[^}]*\})? (\S+)",
+                      kappa.http("/metrics"), re.M)
+        return float(m.group(1)) if m else 0.0
+
+    # acks=1 asks for no fsync; flush.messages=1 has one after every write all the same.
+    before = fsyncs()
+    assert produce("flushed", "1") == [None] * 5
+    deadline = time.time() + 10
+    while fsyncs() <= before and time.time() < deadline:
+        time.sleep(0.1)
+    assert fsyncs() > before
+
+
+def test_cli_creates_topics_with_kafka_settings(kappa):
+    def cli(*args):
+        return subprocess.run([KAPPA_BIN, *args, "--bootstrap-server", kappa.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+
+    r = cli("topic", "create", "t", "--config", "min.cleanable.dirty.ratio=0.1",
+            "--config", "unclean.leader.election.enable=true", "--config", "preallocate=true")
+    assert r.returncode == 0, r.stderr
+    described = cli("topic", "describe", "t").stdout
+    assert "min.cleanable.dirty.ratio=0.1  (override)" in described
+    assert "preallocate=true  (override)" in described
+    assert "segment.index.bytes=10485760\n" in described
+    r = cli("topic", "alter", "t", "-c", "flush.messages=100")
+    assert r.returncode == 0, r.stderr
+    described = cli("topic", "describe", "t").stdout
+    assert "flush.messages=100  (override)" in described
+    assert "min.cleanable.dirty.ratio=0.1  (override)" in described
+    r = cli("topic", "create", "u", "--config", "min.cleanable.dirty.ratio=2")
+    assert r.returncode != 0
+    # rust-rdkafka hands the CLI the error code, not the broker's message.
+    assert "InvalidConfig" in r.stderr

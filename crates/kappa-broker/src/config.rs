@@ -77,6 +77,10 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Kafka broker configs `[broker.properties]` may set that are settings of the broker itself
+/// (fields above), not topic defaults.
+const OWN_PROPERTIES: &[&str] = &["num.partitions", "auto.create.topics.enable"];
+
 impl BrokerConfig {
     /// The topic defaults this configuration sets, under Kafka's broker names: the typed
     /// fields where they differ from Kafka's defaults, then `properties`.
@@ -110,8 +114,48 @@ impl BrokerConfig {
                 set.insert(name.to_string(), value.to_string());
             }
         }
-        set.extend(self.properties.clone());
+        set.extend(
+            self.properties
+                .iter()
+                .filter(|(k, _)| !OWN_PROPERTIES.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         BrokerDefaults::new(set)
+    }
+
+    /// Applies the `properties` that are settings of the broker itself (`num.partitions`,
+    /// `auto.create.topics.enable`), checked as Kafka checks them; the others set topic
+    /// defaults (see [`BrokerConfig::broker_defaults`]).
+    pub fn with_kafka_properties(mut self) -> Result<BrokerConfig, ConfigError> {
+        let invalid = |name: &str, value: &str, reason: &str| ConfigError::InvalidValue {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(v) = self.properties.get("num.partitions") {
+            let n = v
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| invalid("num.partitions", v, "Not a number of type INT"))?;
+            if n < 1 {
+                return Err(invalid("num.partitions", v, "Value must be at least 1"));
+            }
+            self.num_partitions = n;
+        }
+        if let Some(v) = self.properties.get("auto.create.topics.enable") {
+            self.auto_create_topics = match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(invalid(
+                        "auto.create.topics.enable",
+                        v,
+                        "Expected value to be either true or false",
+                    ))
+                }
+            };
+        }
+        Ok(self)
     }
 
     pub fn flush_always(&self) -> bool {

@@ -48,6 +48,7 @@ pub enum BrokerError {
 impl Broker {
     /// Opens the data directory (recovering partitions as needed).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let config = config.with_kafka_properties().map_err(TopicError::from)?;
         let topics = TopicRegistry::open(&config)?;
         let groups = GroupCoordinator::open(&topics)?;
         let advertised = config
