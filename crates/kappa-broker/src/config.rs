@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::topic_configs::{BrokerDefaults, ConfigError};
+
 /// Settings of the embedded broker (the `[broker]` table of the TOML file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +49,11 @@ pub struct BrokerConfig {
     /// How often the coordinator looks for transactions that outlived their timeout (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_check_interval_ms: u64,
+    /// Kafka broker configs that set topic defaults, by their Kafka names
+    /// (`log.cleaner.min.cleanable.ratio = "0.1"`, `log.retention.hours = "48"`): the
+    /// `[broker.properties]` table. Each is checked as Kafka checks it; they win over the
+    /// fields above.
+    pub properties: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -73,29 +80,90 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             transaction_max_timeout_ms: 900_000,
             transaction_check_interval_ms: 1_000,
+            properties: BTreeMap::new(),
         }
     }
 }
 
+/// Kafka broker configs `[broker.properties]` may set that are settings of the broker itself
+/// (fields above), not topic defaults.
+const OWN_PROPERTIES: &[&str] = &["num.partitions", "auto.create.topics.enable"];
+
 impl BrokerConfig {
-    /// Broker-wide defaults under their topic-config names.
-    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
-        [
-            ("cleanup.policy", "delete".to_string()),
-            ("retention.ms", self.log_retention_ms.to_string()),
-            ("retention.bytes", self.log_retention_bytes.to_string()),
-            ("segment.bytes", self.log_segment_bytes.to_string()),
-            ("segment.ms", self.log_segment_ms.to_string()),
-            ("max.message.bytes", self.message_max_bytes.to_string()),
-            ("message.timestamp.type", "CreateTime".to_string()),
-            ("delete.retention.ms", "86400000".to_string()),
-            ("min.compaction.lag.ms", "0".to_string()),
-            ("min.insync.replicas", "1".to_string()),
-            ("compression.type", "producer".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    /// The topic defaults this configuration sets, under Kafka's broker names: the typed
+    /// fields where they differ from Kafka's defaults, then `properties`.
+    pub fn broker_defaults(&self) -> Result<BrokerDefaults, ConfigError> {
+        let kafka = BrokerConfig::default();
+        let mut set = BTreeMap::new();
+        for (name, value, default) in [
+            (
+                "log.retention.ms",
+                self.log_retention_ms,
+                kafka.log_retention_ms,
+            ),
+            (
+                "log.retention.bytes",
+                self.log_retention_bytes,
+                kafka.log_retention_bytes,
+            ),
+            (
+                "log.segment.bytes",
+                self.log_segment_bytes,
+                kafka.log_segment_bytes,
+            ),
+            ("log.roll.ms", self.log_segment_ms, kafka.log_segment_ms),
+            (
+                "message.max.bytes",
+                self.message_max_bytes,
+                kafka.message_max_bytes,
+            ),
+        ] {
+            if value != default {
+                set.insert(name.to_string(), value.to_string());
+            }
+        }
+        set.extend(
+            self.properties
+                .iter()
+                .filter(|(k, _)| !OWN_PROPERTIES.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        BrokerDefaults::new(set)
+    }
+
+    /// Applies the `properties` that are settings of the broker itself (`num.partitions`,
+    /// `auto.create.topics.enable`), checked as Kafka checks them; the others set topic
+    /// defaults (see [`BrokerConfig::broker_defaults`]).
+    pub fn with_kafka_properties(mut self) -> Result<BrokerConfig, ConfigError> {
+        let invalid = |name: &str, value: &str, reason: &str| ConfigError::InvalidValue {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(v) = self.properties.get("num.partitions") {
+            let n = v
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| invalid("num.partitions", v, "Not a number of type INT"))?;
+            if n < 1 {
+                return Err(invalid("num.partitions", v, "Value must be at least 1"));
+            }
+            self.num_partitions = n;
+        }
+        if let Some(v) = self.properties.get("auto.create.topics.enable") {
+            self.auto_create_topics = match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(invalid(
+                        "auto.create.topics.enable",
+                        v,
+                        "Expected value to be either true or false",
+                    ))
+                }
+            };
+        }
+        Ok(self)
     }
 
     pub fn flush_always(&self) -> bool {

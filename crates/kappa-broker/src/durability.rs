@@ -214,6 +214,19 @@ impl Syncer {
         self.wait(&self.shared.durable, offset).await
     }
 
+    /// Starts an fsync when the topic's `flush.messages` or `flush.ms` say one is due (the
+    /// write loop checks after each write; the broker's flush ticker calls this for `flush.ms`
+    /// when nothing is being written).
+    pub fn flush_if_due(&self, now_ms: i64) {
+        if self.shared.failed() || !self.shared.log.flush_due(now_ms) {
+            return;
+        }
+        self.shared
+            .sync_wanted
+            .fetch_max(self.shared.log.end_offset(), Ordering::AcqRel);
+        self.commits.request_sync(&self.shared);
+    }
+
     /// Returns once everything below `offset` is in the file (or writing failed).
     pub async fn wait_written(&self, offset: i64) -> Result<(), String> {
         if *self.shared.written.borrow() < offset {
@@ -266,7 +279,10 @@ async fn write_loop(shared: Arc<Shared>, commits: Arc<Commits>) {
                 Ok(Ok(now_written)) => {
                     if advance(&shared.written, now_written) {
                         commits.data_arrived.notify_waiters();
-                        if shared.log.flushes_always() {
+                        // flush = always, or the topic's flush.messages / flush.ms.
+                        if shared.log.flushes_always()
+                            || shared.log.flush_due(crate::topics::now_ms())
+                        {
                             shared.sync_wanted.fetch_max(now_written, Ordering::AcqRel);
                             commits.request_sync(&shared);
                         }

@@ -22,7 +22,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -58,8 +58,14 @@ use crate::groups::{CommittedOffset, JoinRequest, OFFSETS_TOPIC};
 use crate::metrics::TopicLabels;
 use crate::produce_stream::IncomingRecords;
 use crate::server::Broker;
+use crate::topic_configs::{self, ConfigError, ConfigType};
 use crate::topics::{now_ms, validate_config, validate_topic_name, Topic, TopicError};
 use crate::txn::TXN_STATE_TOPIC;
+
+/// Whether a topic config is a list (APPEND and SUBTRACT apply to lists only).
+fn is_list(name: &str) -> bool {
+    topic_configs::find(name).is_some_and(|d| d.kind == ConfigType::List)
+}
 
 /// Per-request facts the handlers need.
 pub struct RequestContext {
@@ -293,7 +299,7 @@ fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::InvalidConfig(_) | TopicError::Config(_) => ResponseError::InvalidConfig,
         TopicError::Storage(_) | TopicError::DataDirInUse(_) => ResponseError::KafkaStorageError,
     }
 }
@@ -302,6 +308,7 @@ fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
@@ -510,6 +517,9 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
         for p in topic_data.partition_data {
             let streamed = streamed.next().flatten();
             let target = match &topic {
+                Ok(t) if acks == -1 && t.min_insync_replicas > 1 => {
+                    Err(ResponseError::NotEnoughReplicas)
+                }
                 Ok(t) => t
                     .partition(p.index)
                     .map(|log| (log, &t.syncers[p.index as usize]))
@@ -941,6 +951,30 @@ fn create_topics(
                     configs.insert(c.name.to_string(), v.to_string());
                 }
             }
+            let assigned = (!t.assignments.is_empty()).then(|| {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".to_string(),
+                    ));
+                }
+                let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+                indexes.sort_unstable();
+                if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "partitions should be a consecutive 0-based integer sequence".to_string(),
+                    ));
+                }
+                for a in &t.assignments {
+                    check_replicas(broker.config.node_id, &a.broker_ids)?;
+                }
+                Ok(t.assignments.len() as i32)
+            });
+            let partitions = match assigned {
+                Some(Ok(n)) => n,
+                _ => partitions,
+            };
             let result = CreatableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
@@ -953,11 +987,8 @@ fn create_topics(
                         t.replication_factor
                     ),
                 ))
-            } else if !t.assignments.is_empty() {
-                Err((
-                    ResponseError::InvalidRequest,
-                    "manual replica assignment is not supported".to_string(),
-                ))
+            } else if let Some(Err(refused)) = assigned {
+                Err(refused)
             } else if req.validate_only {
                 broker
                     .topics
@@ -982,11 +1013,11 @@ fn create_topics(
                         .topics
                         .effective_configs(&overrides)
                         .into_iter()
-                        .map(|(k, v, is_override)| {
+                        .map(|(def, value, chain)| {
                             CreatableTopicConfigs::default()
-                                .with_name(str_bytes(&k))
-                                .with_value(Some(str_bytes(&v)))
-                                .with_config_source(if is_override { 1 } else { 5 })
+                                .with_name(str_bytes(def.name))
+                                .with_value(Some(str_bytes(&value)))
+                                .with_config_source(chain[0].source as i8)
                         })
                         .collect();
                     result
@@ -1063,11 +1094,32 @@ fn create_partitions(
         .into_iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if t.assignments.is_some() {
-                let code = ctx.err(ResponseError::InvalidRequest);
-                return result
-                    .with_error_code(code)
-                    .with_error_message(Some(str_bytes("manual assignment is not supported")));
+            if let Some(assignments) = &t.assignments {
+                let current = broker
+                    .topics
+                    .get(&t.name.0)
+                    .map(|topic| topic.partitions.len() as i32)
+                    .unwrap_or(0);
+                let checked = if assignments.len() as i64 != t.count as i64 - current as i64 {
+                    Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "Increasing the number of partitions by {} but {} assignments provided.",
+                            t.count as i64 - current as i64,
+                            assignments.len()
+                        ),
+                    ))
+                } else {
+                    assignments
+                        .iter()
+                        .try_for_each(|a| check_replicas(broker.config.node_id, &a.broker_ids))
+                };
+                if let Err((code, message)) = checked {
+                    let code = ctx.err(code);
+                    return result
+                        .with_error_code(code)
+                        .with_error_message(Some(str_bytes(&message)));
+                }
             }
             match broker
                 .topics
@@ -1083,6 +1135,24 @@ fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// A manual replica assignment of one partition: on one broker, this one, as Kafka's
+/// controller checks it (INVALID_REPLICA_ASSIGNMENT with its messages otherwise).
+fn check_replicas(node_id: i32, replicas: &[BrokerId]) -> Result<(), (ResponseError, String)> {
+    let refuse = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+    match replicas {
+        [] => refuse("The manual partition assignment includes an empty replica list.".into()),
+        [BrokerId(id), ..] if replicas.iter().skip(1).any(|b| b.0 == *id) => refuse(format!(
+            "The manual partition assignment includes the broker {id} more than once."
+        )),
+        _ => match replicas.iter().find(|b| b.0 != node_id) {
+            Some(BrokerId(other)) => refuse(format!(
+                "The manual partition assignment includes broker {other}, but no broker with that ID is registered."
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
@@ -1092,6 +1162,7 @@ fn describe_configs(
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let version = ctx.api_version;
+    let include_synonyms = req.include_synonyms;
     let results =
         req.resources
             .into_iter()
@@ -1104,7 +1175,7 @@ fn describe_configs(
                         .as_ref()
                         .is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
                 };
-                let entries: Vec<(String, String, i8)> = match r.resource_type {
+                let entries: Vec<DescribedConfig> = match r.resource_type {
                     RESOURCE_TOPIC => {
                         let Some(topic) = broker.topics.get(&r.resource_name) else {
                             let code = ctx.err(ResponseError::UnknownTopicOrPartition);
@@ -1116,13 +1187,20 @@ fn describe_configs(
                             .topics
                             .effective_configs(&topic.configs)
                             .into_iter()
-                            .map(|(k, v, o)| (k, v, if o { 1 } else { 5 }))
+                            .map(|(def, value, chain)| DescribedConfig {
+                                name: def.name.to_string(),
+                                value: Some(value),
+                                source: chain[0].source as i8,
+                                read_only: false,
+                                kind: def.kind as i8,
+                                synonyms: chain
+                                    .into_iter()
+                                    .map(|c| (c.name, Some(c.value), c.source as i8))
+                                    .collect(),
+                            })
                             .collect()
                     }
-                    RESOURCE_BROKER => broker_configs(broker)
-                        .into_iter()
-                        .map(|(k, v)| (k, v, 4))
-                        .collect(),
+                    RESOURCE_BROKER => broker_configs(broker),
                     _ => {
                         let code = ctx.err(ResponseError::InvalidRequest);
                         return result
@@ -1132,19 +1210,28 @@ fn describe_configs(
                 };
                 let configs = entries
                     .into_iter()
-                    .filter(|(k, _, _)| wanted(k))
-                    .map(|(k, v, source)| {
-                        let config_type = crate::topics::TOPIC_CONFIGS
-                            .iter()
-                            .find(|(n, _)| *n == k)
-                            .map(|(_, t)| *t as i8)
-                            .unwrap_or(2);
+                    .filter(|c| wanted(&c.name))
+                    .map(|c| {
+                        let synonyms = if include_synonyms {
+                            c.synonyms
+                                .iter()
+                                .map(|(name, value, source)| {
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(str_bytes(name))
+                                        .with_value(value.as_deref().map(str_bytes))
+                                        .with_source(*source)
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
                         DescribeConfigsResourceResult::default()
-                            .with_name(str_bytes(&k))
-                            .with_value(Some(str_bytes(&v)))
-                            .with_read_only(source == 4)
-                            .with_config_source(source)
-                            .with_config_type(if version >= 3 { config_type } else { 0 })
+                            .with_name(str_bytes(&c.name))
+                            .with_value(c.value.as_deref().map(str_bytes))
+                            .with_read_only(c.read_only)
+                            .with_config_source(c.source)
+                            .with_synonyms(synonyms)
+                            .with_config_type(if version >= 3 { c.kind } else { 0 })
                     })
                     .collect();
                 result.with_configs(configs)
@@ -1153,27 +1240,132 @@ fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn broker_configs(broker: &Arc<Broker>) -> Vec<(String, String)> {
+/// One config as DescribeConfigs reports it.
+struct DescribedConfig {
+    name: String,
+    value: Option<String>,
+    /// Kafka's ConfigSource code.
+    source: i8,
+    read_only: bool,
+    /// Kafka's ConfigType code.
+    kind: i8,
+    /// (name, value, source), the effective one first.
+    synonyms: Vec<(String, Option<String>, i8)>,
+}
+
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// The broker's configs: its own settings, and every broker config that sets a topic
+/// default (`log.retention.hours`...), from its configuration or Kafka's default. All are
+/// read-only: Kappa changes none of them at runtime.
+fn broker_configs(broker: &Arc<Broker>) -> Vec<DescribedConfig> {
     let c = &broker.config;
-    vec![
-        (
-            "auto.create.topics.enable".into(),
-            c.auto_create_topics.to_string(),
+    let kafka = crate::BrokerConfig::default();
+    let entry = |name: &str, value: Option<String>, kind: ConfigType, set: bool| {
+        let source = if set {
+            SOURCE_STATIC_BROKER
+        } else {
+            SOURCE_DEFAULT
+        };
+        DescribedConfig {
+            name: name.to_string(),
+            value: value.clone(),
+            source,
+            read_only: true,
+            kind: kind as i8,
+            synonyms: vec![(name.to_string(), value, source)],
+        }
+    };
+    let mut out = vec![
+        entry(
+            "node.id",
+            Some(c.node_id.to_string()),
+            ConfigType::Int,
+            true,
         ),
-        ("num.partitions".into(), c.num_partitions.to_string()),
-        ("log.retention.ms".into(), c.log_retention_ms.to_string()),
-        (
-            "log.retention.bytes".into(),
-            c.log_retention_bytes.to_string(),
+        entry(
+            "broker.id",
+            Some(c.node_id.to_string()),
+            ConfigType::Int,
+            true,
         ),
-        ("log.segment.bytes".into(), c.log_segment_bytes.to_string()),
-        ("message.max.bytes".into(), c.message_max_bytes.to_string()),
-        (
-            "socket.request.max.bytes".into(),
-            c.max_request_bytes.to_string(),
+        entry(
+            "auto.create.topics.enable",
+            Some(c.auto_create_topics.to_string()),
+            ConfigType::Boolean,
+            c.auto_create_topics != kafka.auto_create_topics,
         ),
-        ("log.dirs".into(), c.data_dir.display().to_string()),
-    ]
+        entry(
+            "num.partitions",
+            Some(c.num_partitions.to_string()),
+            ConfigType::Int,
+            c.num_partitions != kafka.num_partitions,
+        ),
+        entry(
+            "default.replication.factor",
+            Some("1".into()),
+            ConfigType::Int,
+            false,
+        ),
+        entry(
+            "offsets.topic.replication.factor",
+            Some("1".into()),
+            ConfigType::Short,
+            true,
+        ),
+        entry(
+            "transaction.state.log.replication.factor",
+            Some("1".into()),
+            ConfigType::Short,
+            true,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            Some(c.max_request_bytes.to_string()),
+            ConfigType::Int,
+            c.max_request_bytes != kafka.max_request_bytes,
+        ),
+        entry(
+            "connections.max.idle.ms",
+            Some(c.connections_max_idle_ms.to_string()),
+            ConfigType::Long,
+            c.connections_max_idle_ms != kafka.connections_max_idle_ms,
+        ),
+        entry(
+            "log.retention.check.interval.ms",
+            Some(c.log_maintenance_interval_ms.to_string()),
+            ConfigType::Long,
+            c.log_maintenance_interval_ms != kafka.log_maintenance_interval_ms,
+        ),
+        entry(
+            "log.dirs",
+            Some(c.data_dir.display().to_string()),
+            ConfigType::List,
+            true,
+        ),
+    ];
+    let defaults = broker.topics.defaults();
+    for def in crate::topic_configs::TOPIC_CONFIGS {
+        for (i, synonym) in def.synonyms.iter().enumerate() {
+            let set = defaults.set().get(synonym.name).cloned();
+            // Kafka's default sits on the last synonym (log.retention.hours=168); the others
+            // have none.
+            let value = set.clone().or_else(|| {
+                (i + 1 == def.synonyms.len()).then(|| match def.default.parse::<i64>() {
+                    Ok(ms) if synonym.factor > 1 => (ms / synonym.factor).to_string(),
+                    _ => def.default.to_string(),
+                })
+            });
+            let kind = if synonym.factor > 1 {
+                ConfigType::Int
+            } else {
+                def.kind
+            };
+            out.push(entry(synonym.name, value, kind, set.is_some()));
+        }
+    }
+    out
 }
 
 /// Applies a set of changes to a topic's overrides, validating all before writing any.
@@ -1199,6 +1391,7 @@ fn alter_topic_configs(
         .and_then(|topic| {
             let mut configs = topic.configs.clone();
             change(&mut configs)?;
+            broker.topics.check_overrides(&configs)?;
             if validate_only {
                 return Ok(());
             }
@@ -1239,19 +1432,17 @@ fn incremental_alter_configs(
                                 configs.insert(key.clone(), validate_config(&key, &v)?);
                             }
                             (1, _) => {
-                                validate_config(&key, "0").or_else(|e| match e {
-                                    TopicError::InvalidConfig(m) if m.starts_with("unknown") => {
-                                        Err(TopicError::InvalidConfig(m))
-                                    }
-                                    _ => Ok(String::new()),
-                                })?;
+                                if topic_configs::find(&key).is_none() {
+                                    return Err(ConfigError::UnknownName(key).into());
+                                }
                                 configs.remove(&key);
                             }
-                            (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
-                                let current = configs
-                                    .get(&key)
-                                    .cloned()
-                                    .unwrap_or_else(|| "delete".into());
+                            (op @ (2 | 3), Some(v)) if is_list(&key) => {
+                                let current = broker
+                                    .topics
+                                    .defaults()
+                                    .effective(&key, configs)
+                                    .unwrap_or_default();
                                 let mut items: Vec<String> = current
                                     .split(',')
                                     .map(|s| s.trim().to_string())
@@ -1266,6 +1457,15 @@ fn incremental_alter_configs(
                                 }
                                 configs
                                     .insert(key.clone(), validate_config(&key, &items.join(","))?);
+                            }
+                            (op @ (2 | 3), Some(_)) => {
+                                if topic_configs::find(&key).is_none() {
+                                    return Err(ConfigError::UnknownName(key).into());
+                                }
+                                let what = if op == 2 { "append" } else { "subtract" };
+                                return Err(TopicError::InvalidConfig(format!(
+                                    "Config value {what} is not allowed for config key: {key}"
+                                )));
                             }
                             (op, _) => {
                                 return Err(TopicError::InvalidConfig(format!(

@@ -13,6 +13,7 @@ mod handlers;
 pub mod metrics;
 pub mod produce_stream;
 mod server;
+pub mod topic_configs;
 pub mod topics;
 pub mod txn;
 

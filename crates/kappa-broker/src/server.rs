@@ -50,6 +50,7 @@ pub enum BrokerError {
 impl Broker {
     /// Opens the data directory (recovering partitions as needed).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let config = config.with_kafka_properties().map_err(TopicError::from)?;
         let topics = TopicRegistry::open(&config)?;
         let groups = GroupCoordinator::open(&topics)?;
         let txns = TxnCoordinator::open(&topics, config.transaction_max_timeout_ms)?;
@@ -106,6 +107,26 @@ impl Broker {
                 }
             })
         };
+        // flush.ms: partitions whose unflushed records have waited long enough get an fsync.
+        let flush_ticker = {
+            let broker = self.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    let now = crate::topics::now_ms();
+                    for topic in broker.topics.list() {
+                        for syncer in &topic.syncers {
+                            syncer.flush_if_due(now);
+                        }
+                    }
+                }
+            })
+        };
         let group_ticker = {
             let broker = self.clone();
             tokio::spawn(async move {
@@ -153,6 +174,7 @@ impl Broker {
         retention.abort();
         group_ticker.abort();
         txn_ticker.abort();
+        flush_ticker.abort();
     }
 
     /// Requests are read and handled in order; responses are written in order by a separate

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::durability::{Commits, Syncer};
+use crate::topic_configs::{self, BrokerDefaults, ConfigDef, ConfigError, Resolved};
 
 const METADATA_FILE: &str = "kappa-metadata.json";
 
@@ -28,6 +29,9 @@ pub enum TopicError {
     InvalidPartitions(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    /// Kafka's INVALID_CONFIG, with Kafka's message.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("data directory {} is in use by another process (it holds {})", .0.display(), .0.join(LOCK_FILE).display())]
@@ -72,6 +76,10 @@ pub struct Topic {
     pub partitions: Vec<Arc<Log>>,
     /// One group-commit fsync loop per partition, index for index with `partitions`.
     pub syncers: Vec<Arc<Syncer>>,
+    /// The effective `min.insync.replicas`: above 1, acks=all produces are refused with
+    /// NOT_ENOUGH_REPLICAS, as Kafka refuses them when the in-sync replicas (here, the one
+    /// broker) are fewer.
+    pub min_insync_replicas: i32,
 }
 
 impl Topic {
@@ -83,8 +91,14 @@ impl Topic {
         configs: BTreeMap<String, String>,
         partitions: Vec<Arc<Log>>,
         previous: Option<&Topic>,
-        commits: &Arc<Commits>,
+        registry: &TopicRegistry,
     ) -> Topic {
+        let commits = &registry.commits;
+        let min_insync_replicas = registry
+            .defaults
+            .effective("min.insync.replicas", &configs)
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(1);
         let syncers = partitions
             .iter()
             .enumerate()
@@ -99,6 +113,7 @@ impl Topic {
             configs,
             partitions,
             syncers,
+            min_insync_replicas,
         }
     }
 
@@ -129,36 +144,11 @@ struct PersistedTopic {
     configs: BTreeMap<String, String>,
 }
 
-/// The value type of a topic config, as DescribeConfigs reports it.
-#[derive(Clone, Copy)]
-pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    List = 7,
-}
-
-/// Topic configs Kappa understands: (name, type, validator).
-pub const TOPIC_CONFIGS: &[(&str, ConfigType)] = &[
-    ("cleanup.policy", ConfigType::List),
-    ("retention.ms", ConfigType::Long),
-    ("retention.bytes", ConfigType::Long),
-    ("segment.bytes", ConfigType::Int),
-    ("segment.ms", ConfigType::Long),
-    ("max.message.bytes", ConfigType::Int),
-    ("message.timestamp.type", ConfigType::String),
-    ("delete.retention.ms", ConfigType::Long),
-    ("min.compaction.lag.ms", ConfigType::Long),
-    ("min.insync.replicas", ConfigType::Int),
-    ("compression.type", ConfigType::String),
-];
-
 pub struct TopicRegistry {
     /// Released when the registry is dropped (or the process dies).
     _data_dir_lock: std::fs::File,
     data_dir: PathBuf,
-    defaults: BTreeMap<String, String>,
+    defaults: BrokerDefaults,
     flush: FlushPolicy,
     direct_writes: bool,
     tail_cache_bytes: u64,
@@ -195,56 +185,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     }
 }
 
-/// Checks one config value; returns the normalized value.
+/// Checks one topic config as Kafka does; returns the value to store.
 pub fn validate_config(name: &str, value: &str) -> Result<String, TopicError> {
-    let bad = |why: &str| TopicError::InvalidConfig(format!("{name}={value}: {why}"));
-    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(n, _)| *n == name) else {
-        return Err(TopicError::InvalidConfig(format!(
-            "unknown topic config '{name}'"
-        )));
-    };
-    match (name, kind) {
-        ("cleanup.policy", _) => {
-            let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
-            parts.sort_unstable();
-            parts.dedup();
-            if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
-                return Err(bad("must be 'delete', 'compact' or 'compact,delete'"));
-            }
-            Ok(parts.join(","))
-        }
-        ("message.timestamp.type", _) => match value {
-            "CreateTime" | "LogAppendTime" => Ok(value.to_string()),
-            _ => Err(bad("must be CreateTime or LogAppendTime")),
-        },
-        ("compression.type", _) => match value {
-            "producer" => Ok(value.to_string()),
-            _ => Err(bad(
-                "only 'producer' is supported: batches are stored as producers compressed them",
-            )),
-        },
-        ("min.insync.replicas", _) => match value.parse::<i64>() {
-            Ok(1) => Ok(value.to_string()),
-            _ => Err(bad("a single-broker cluster supports only 1")),
-        },
-        ("segment.bytes", _) => match value.parse::<i64>() {
-            Ok(v) if (14..=i32::MAX as i64).contains(&v) => Ok(v.to_string()),
-            _ => Err(bad("must be an integer of at least 14")),
-        },
-        ("max.message.bytes", _) => match value.parse::<i64>() {
-            Ok(v) if (0..=i32::MAX as i64).contains(&v) => Ok(v.to_string()),
-            _ => Err(bad("must be a non-negative integer")),
-        },
-        ("retention.ms" | "retention.bytes", _) => match value.parse::<i64>() {
-            Ok(v) if v >= -1 => Ok(v.to_string()),
-            _ => Err(bad("must be -1 or a non-negative integer")),
-        },
-        (_, ConfigType::Long | ConfigType::Int) => match value.parse::<i64>() {
-            Ok(v) if v >= 0 => Ok(v.to_string()),
-            _ => Err(bad("must be a non-negative integer")),
-        },
-        _ => Ok(value.to_string()),
-    }
+    Ok(topic_configs::validate(name, value)?)
 }
 
 impl TopicRegistry {
@@ -267,7 +210,7 @@ impl TopicRegistry {
         let registry = TopicRegistry {
             _data_dir_lock: data_dir_lock,
             data_dir: config.data_dir.clone(),
-            defaults: config.topic_defaults(),
+            defaults: config.broker_defaults()?,
             flush: if config.flush_always() {
                 FlushPolicy::Always
             } else {
@@ -297,12 +240,7 @@ impl TopicRegistry {
             topics.insert(
                 t.name.clone(),
                 Arc::new(Topic::new(
-                    t.name,
-                    t.id,
-                    t.configs,
-                    partitions,
-                    None,
-                    &registry.commits,
+                    t.name, t.id, t.configs, partitions, None, &registry,
                 )),
             );
         }
@@ -319,49 +257,90 @@ impl TopicRegistry {
         &self.data_dir
     }
 
-    /// The effective value of every known config for a topic: override, else broker default.
+    /// The broker's topic defaults.
+    pub fn defaults(&self) -> &BrokerDefaults {
+        &self.defaults
+    }
+
+    /// Every topic config with where its value may come from, the effective one first
+    /// (see [`BrokerDefaults::resolve`]).
     pub fn effective_configs(
         &self,
         overrides: &BTreeMap<String, String>,
-    ) -> Vec<(String, String, bool)> {
-        TOPIC_CONFIGS
+    ) -> Vec<(&'static ConfigDef, String, Vec<Resolved>)> {
+        topic_configs::TOPIC_CONFIGS
             .iter()
-            .map(|(name, _)| match overrides.get(*name) {
-                Some(v) => (name.to_string(), v.clone(), true),
-                None => (
-                    name.to_string(),
-                    self.defaults.get(*name).cloned().unwrap_or_default(),
-                    false,
-                ),
+            .map(|def| {
+                let value = self
+                    .defaults
+                    .effective(def.name, overrides)
+                    .unwrap_or_default();
+                (def, value, self.defaults.resolve(def, overrides))
             })
             .collect()
     }
 
+    /// Kafka's checks across a topic's configs, on its effective values.
+    pub fn check_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<(), TopicError> {
+        Ok(topic_configs::check_conflicts(&|k| {
+            self.defaults.effective(k, overrides)
+        })?)
+    }
+
+    /// The settings of a topic's partition logs: its overrides, else the broker's defaults.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
-        let get = |k: &str| overrides.get(k).or_else(|| self.defaults.get(k));
+        let get = |k: &str| self.defaults.effective(k, overrides);
         let num = |k: &str, d: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
         let base = LogConfig::default();
+        let difference = num("message.timestamp.difference.max.ms", i64::MAX);
+        // As Kafka 3.6+: the deprecated difference applies where before/after are not set.
+        let before = num("message.timestamp.before.max.ms", i64::MAX);
+        let after = num("message.timestamp.after.max.ms", i64::MAX);
+        let explicitly = |k: &str| overrides.contains_key(k) || self.defaults.is_set(k);
         LogConfig {
-            segment_bytes: num("segment.bytes", base.segment_bytes as i64) as u64,
+            segment_bytes: num("segment.bytes", base.segment_bytes as i64).max(14) as u64,
             segment_ms: num("segment.ms", base.segment_ms),
             retention_ms: num("retention.ms", base.retention_ms),
             retention_bytes: num("retention.bytes", base.retention_bytes),
-            max_message_bytes: num("max.message.bytes", base.max_message_bytes as i64) as usize,
-            timestamp_type: match get("message.timestamp.type").map(String::as_str) {
+            max_message_bytes: num("max.message.bytes", base.max_message_bytes as i64).max(0)
+                as usize,
+            timestamp_type: match get("message.timestamp.type").as_deref() {
                 Some("LogAppendTime") => TimestampType::LogAppendTime,
                 _ => TimestampType::CreateTime,
             },
-            cleanup_policy: match get("cleanup.policy").map(String::as_str) {
+            cleanup_policy: match get("cleanup.policy").as_deref() {
                 Some("compact") => CleanupPolicy::Compact,
                 Some("compact,delete") => CleanupPolicy::CompactDelete,
                 _ => CleanupPolicy::Delete,
             },
-            index_interval_bytes: base.index_interval_bytes,
+            index_interval_bytes: num("index.interval.bytes", base.index_interval_bytes as i64)
+                .max(0) as u64,
             flush: self.flush,
             delete_retention_ms: num("delete.retention.ms", base.delete_retention_ms),
             direct_writes: self.direct_writes,
             tail_cache_bytes: self.tail_cache_bytes,
             reuse_segment_files: self.reuse_segment_files,
+            segment_index_bytes: num("segment.index.bytes", base.segment_index_bytes as i64).max(4)
+                as u64,
+            segment_jitter_ms: num("segment.jitter.ms", 0),
+            flush_messages: num("flush.messages", i64::MAX),
+            flush_ms: num("flush.ms", i64::MAX),
+            file_delete_delay_ms: num("file.delete.delay.ms", 60_000),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(base.min_cleanable_dirty_ratio),
+            max_compaction_lag_ms: num("max.compaction.lag.ms", i64::MAX),
+            min_compaction_lag_ms: num("min.compaction.lag.ms", 0),
+            timestamp_before_max_ms: if explicitly("message.timestamp.before.max.ms") {
+                before
+            } else {
+                before.min(difference)
+            },
+            timestamp_after_max_ms: if explicitly("message.timestamp.after.max.ms") {
+                after
+            } else {
+                after.min(difference)
+            },
         }
     }
 
@@ -403,10 +382,12 @@ impl TopicRegistry {
                 "{partitions}: a topic has 1 to 10000 partitions"
             )));
         }
-        configs
+        let configs = configs
             .iter()
             .map(|(k, v)| Ok((k.clone(), validate_config(k, v)?)))
-            .collect()
+            .collect::<Result<BTreeMap<_, _>, TopicError>>()?;
+        self.check_overrides(&configs)?;
+        Ok(configs)
     }
 
     pub fn create(
@@ -434,7 +415,7 @@ impl TopicRegistry {
             configs,
             logs,
             None,
-            &self.commits,
+            self,
         ));
         self.write_topics().insert(name.to_string(), topic.clone());
         self.persist()?;
@@ -531,7 +512,7 @@ impl TopicRegistry {
             topic.configs.clone(),
             partitions,
             Some(&topic),
-            &self.commits,
+            self,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
@@ -557,7 +538,7 @@ impl TopicRegistry {
             configs,
             topic.partitions.clone(),
             Some(&topic),
-            &self.commits,
+            self,
         ));
         self.write_topics().insert(name.to_string(), updated);
         self.persist()
@@ -664,5 +645,162 @@ impl TopicRegistry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &Path, properties: &[(&str, &str)]) -> Result<TopicRegistry, TopicError> {
+        TopicRegistry::open(&BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..BrokerConfig::default()
+        })
+    }
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn topic_settings_reach_the_partition_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), &[]).unwrap();
+        let configs = overrides(&[
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("max.compaction.lag.ms", "60000"),
+            ("min.compaction.lag.ms", "1000"),
+            ("segment.index.bytes", "4096"),
+            ("segment.jitter.ms", "10"),
+            ("flush.messages", "5"),
+            ("flush.ms", "2000"),
+            ("file.delete.delay.ms", "0"),
+            ("message.timestamp.before.max.ms", "86400000"),
+            ("message.timestamp.after.max.ms", "1000"),
+            ("index.interval.bytes", "100"),
+            ("cleanup.policy", "delete,compact"),
+            ("preallocate", "true"),
+            ("unclean.leader.election.enable", "true"),
+        ]);
+        let topic = r.create("t", 2, &configs).unwrap();
+        let c = topic.partitions[1].config();
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(c.max_compaction_lag_ms, 60_000);
+        assert_eq!(c.min_compaction_lag_ms, 1_000);
+        assert_eq!(c.segment_index_bytes, 4096);
+        assert_eq!(c.segment_jitter_ms, 10);
+        assert_eq!((c.flush_messages, c.flush_ms), (5, 2_000));
+        assert_eq!(c.file_delete_delay_ms, 0);
+        assert_eq!(c.timestamp_before_max_ms, 86_400_000);
+        assert_eq!(c.timestamp_after_max_ms, 1_000);
+        assert_eq!(c.index_interval_bytes, 100);
+        assert_eq!(c.cleanup_policy, CleanupPolicy::CompactDelete);
+        // Kafka's defaults where nothing is set.
+        let d = r.log_config(&BTreeMap::new());
+        assert_eq!(d.file_delete_delay_ms, 60_000);
+        assert_eq!(d.timestamp_after_max_ms, 3_600_000);
+        assert_eq!(d.timestamp_before_max_ms, i64::MAX);
+        assert_eq!(d.segment_index_bytes, 10 << 20);
+        // The deprecated difference applies where before/after are not set.
+        let old = r.log_config(&overrides(&[(
+            "message.timestamp.difference.max.ms",
+            "500",
+        )]));
+        assert_eq!(
+            (old.timestamp_before_max_ms, old.timestamp_after_max_ms),
+            (500, 500)
+        );
+        // Overrides survive a restart.
+        drop(topic);
+        drop(r);
+        let r = registry(dir.path(), &[]).unwrap();
+        let kept = &r.get("t").unwrap().configs;
+        assert_eq!(kept["cleanup.policy"], "compact,delete");
+        assert_eq!(kept.len(), configs.len());
+        assert_eq!(kept["min.cleanable.dirty.ratio"], "0.1");
+    }
+
+    #[test]
+    fn broker_properties_set_defaults_and_bad_ones_stop_the_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(
+            dir.path(),
+            &[
+                ("log.retention.hours", "2"),
+                ("log.cleaner.min.cleanable.ratio", "0.25"),
+                ("min.insync.replicas", "2"),
+            ],
+        )
+        .unwrap();
+        let c = r.log_config(&BTreeMap::new());
+        assert_eq!(c.retention_ms, 7_200_000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.25);
+        let t = r.create("t", 1, &BTreeMap::new()).unwrap();
+        assert_eq!(t.min_insync_replicas, 2);
+        let described = r.effective_configs(&BTreeMap::new());
+        let (_, value, chain) = described
+            .iter()
+            .find(|(d, _, _)| d.name == "retention.ms")
+            .unwrap();
+        assert_eq!(value, "7200000");
+        assert_eq!(chain[0].name, "log.retention.hours");
+        assert_eq!(chain[0].source, topic_configs::Source::StaticBroker);
+        drop(t);
+        drop(r);
+        for bad in [
+            ("log.cleaner.min.cleanable.ratio", "2"),
+            ("log.retention.fortnights", "1"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            assert!(matches!(
+                registry(dir.path(), &[bad]),
+                Err(TopicError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn creation_checks_values_names_and_conflicts_as_kafka() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), &[]).unwrap();
+        let refused = |pairs: &[(&str, &str)]| {
+            r.validate_create("t", 1, &overrides(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused(&[("no.such.config", "1")]),
+            "Unknown topic config name: no.such.config"
+        );
+        assert_eq!(
+            refused(&[("flush.ms", "-1")]),
+            "Invalid value -1 for configuration flush.ms: Value must be at least 0"
+        );
+        assert_eq!(
+            refused(&[
+                ("min.compaction.lag.ms", "10"),
+                ("max.compaction.lag.ms", "5")
+            ]),
+            "conflict topic config setting min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"
+        );
+        let accepted = r
+            .validate_create(
+                "t",
+                1,
+                &overrides(&[
+                    ("compression.type", "gzip"),
+                    ("message.format.version", "2.8"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(accepted["compression.type"], "gzip");
     }
 }

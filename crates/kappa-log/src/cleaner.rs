@@ -14,6 +14,7 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use crate::batch::BatchHeader;
+use crate::log::LogState;
 use crate::segment::{log_path, read_batches, Segment};
 use crate::txn_index::AbortedTxn;
 use crate::{Log, LogError, Result};
@@ -83,26 +84,17 @@ fn for_each_batch(
 }
 
 impl Log {
-    /// One compaction pass over the closed segments, if any rolled since the last pass.
+    /// One compaction pass over the cleanable segments, when they are dirty enough (see
+    /// [`cleanable`]).
     pub fn clean(&self, now_ms: i64) -> Result<CleanStats> {
-        let (closed, active_base, delete_retention_ms, aborted) = {
+        let (closed, cleaned_to, delete_retention_ms, aborted) = {
             let state = self.lock_state();
             if state.closed || !state.config.cleanup_policy.compacts() {
                 return Ok(CleanStats::default());
             }
-            let active_base = state.active_base();
-            if state.cleaned_up_to == Some(active_base) {
+            let Some((closed, cleaned_to)) = cleanable(&state, now_ms) else {
                 return Ok(CleanStats::default());
-            }
-            // As Kafka: nothing at or after the oldest open transaction is cleaned, since
-            // whether its records stay is not decided yet.
-            let first_unstable = state.first_unstable_offset();
-            let closed: Vec<(i64, Arc<File>, u64)> = state
-                .segments
-                .iter()
-                .filter(|(base, s)| **base != active_base && s.next_offset <= first_unstable)
-                .map(|(base, s)| (*base, Arc::clone(&s.file), s.size))
-                .collect();
+            };
             let aborted: Vec<AbortedTxn> = state
                 .segments
                 .values()
@@ -110,7 +102,7 @@ impl Log {
                 .collect();
             (
                 closed,
-                active_base,
+                cleaned_to,
                 state.config.delete_retention_ms,
                 aborted,
             )
@@ -201,7 +193,8 @@ impl Log {
             File::open(&cleaned)?.sync_all()?;
             self.swap_in_cleaned(base, size)?;
         }
-        self.lock_state().cleaned_up_to = Some(active_base);
+        let mut state = self.lock_state();
+        state.cleaner_checkpoint = state.cleaner_checkpoint.max(cleaned_to);
         Ok(stats)
     }
 
@@ -233,6 +226,55 @@ impl Log {
         state.segments.insert(base, opened.segment);
         Ok(())
     }
+}
+
+/// A closed segment as a pass reads it: base offset, file, size.
+type ClosedSegment = (i64, Arc<File>, u64);
+
+/// The segments a compaction pass rewrites, and the offset it will have cleaned up to; `None`
+/// when no pass is due. As Kafka's cleaner: the cleanable segments are the closed ones up to
+/// the first holding a record younger than `min.compaction.lag.ms`; a pass is due when those
+/// not cleaned yet (dirty) hold at least `min.cleanable.dirty.ratio` of their bytes, or when
+/// the oldest dirty record is older than `max.compaction.lag.ms`.
+pub(crate) fn cleanable(state: &LogState, now_ms: i64) -> Option<(Vec<ClosedSegment>, i64)> {
+    let config = &state.config;
+    let active_base = state.active_base();
+    let young = now_ms.saturating_sub(config.min_compaction_lag_ms.max(0));
+    // As Kafka: nothing at or after the oldest open transaction is cleaned, since whether its
+    // records stay is not decided yet.
+    let first_unstable = state.first_unstable_offset();
+    let segments: Vec<&Segment> = state
+        .segments
+        .values()
+        .filter(|s| s.base_offset != active_base)
+        .take_while(|s| config.min_compaction_lag_ms <= 0 || s.max_timestamp <= young)
+        .take_while(|s| s.next_offset <= first_unstable)
+        .collect();
+    let checkpoint = state.cleaner_checkpoint;
+    let dirty: Vec<&&Segment> = segments
+        .iter()
+        .filter(|s| s.next_offset > checkpoint)
+        .collect();
+    let first_dirty = dirty.first()?;
+    let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+    let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
+    let ratio = if total_bytes == 0 {
+        0.0
+    } else {
+        dirty_bytes as f64 / total_bytes as f64
+    };
+    let first_ts = first_dirty.first_timestamp();
+    let overdue = first_ts >= 0 && now_ms.saturating_sub(first_ts) > config.max_compaction_lag_ms;
+    let dirty_enough = dirty_bytes > 0 && ratio >= config.min_cleanable_dirty_ratio;
+    if !dirty_enough && !overdue {
+        return None;
+    }
+    let cleaned_to = segments.last().map(|s| s.next_offset).unwrap_or(checkpoint);
+    let closed = segments
+        .iter()
+        .map(|s| (s.base_offset, Arc::clone(&s.file), s.size))
+        .collect();
+    Some((closed, cleaned_to))
 }
 
 /// The rewritten segment must read back as whole, valid batches with rising offsets from `base`

@@ -41,6 +41,10 @@ pub enum LogError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A CreateTime timestamp too far from the broker's clock
+    /// (`message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`).
+    #[error("{0}")]
+    InvalidTimestamp(String),
     #[error("unknown producer id {0}: its state is gone; it must reinitialize")]
     UnknownProducerId(i64),
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]

@@ -156,8 +156,11 @@ pub(crate) struct LogState {
     /// appends (Kafka takes such a log offline too).
     failed: Option<String>,
     producers: ProducerState,
-    /// Base of the active segment when compaction last ran: nothing new to clean before it rolls.
-    pub(crate) cleaned_up_to: Option<i64>,
+    /// Closed segments ending at or below this offset have been compacted (Kafka's cleaner
+    /// checkpoint, kept in memory: after a restart every segment counts as dirty once).
+    pub(crate) cleaner_checkpoint: i64,
+    /// Files of retired segments and when they are to be removed (`file.delete.delay.ms`).
+    pending_deletes: Vec<(i64, PathBuf)>,
     /// The offset after the last transaction marker appended: until the file holds it, the
     /// last stable offset readers see does not move past the transactions markers ended.
     marker_pending_until: i64,
@@ -199,7 +202,8 @@ impl LogState {
         let active = self.active();
         let roll = active.size > 0
             && (active.size + incoming > self.config.segment_bytes
-                || now_ms - active.created_ms >= self.config.segment_ms);
+                || now_ms - active.created_ms >= self.config.roll_ms(active.base_offset)
+                || active.index_full(self.config.segment_index_bytes));
         (roll, active.pending_bytes() + incoming > MAX_PENDING_BYTES)
     }
 
@@ -244,6 +248,8 @@ pub struct Log {
     /// First offset of the oldest open transaction (`i64::MAX`: none), for lock-free readers
     /// of the last stable offset.
     first_unstable: AtomicI64,
+    /// Wall-clock time of the last fsync (or of the open), for `flush.ms`.
+    last_flush_ms: AtomicI64,
 }
 
 impl Log {
@@ -252,6 +258,7 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
         std::fs::create_dir_all(dir)?;
         crate::cleaner::remove_leftovers(dir)?;
+        remove_retired(dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let mut bases: Vec<i64> = Vec::new();
@@ -362,7 +369,8 @@ impl Log {
                 closed: false,
                 failed: None,
                 producers,
-                cleaned_up_to: None,
+                cleaner_checkpoint: 0,
+                pending_deletes: Vec::new(),
                 marker_pending_until: 0,
             }),
             writer: Mutex::new(AlignedBuf::default()),
@@ -371,6 +379,7 @@ impl Log {
             written_offset: AtomicI64::new(end),
             end_offset: AtomicI64::new(end),
             first_unstable: AtomicI64::new(first_unstable),
+            last_flush_ms: AtomicI64::new(now_ms),
         })
     }
 
@@ -532,6 +541,14 @@ impl Log {
         let max = state.config.max_message_bytes;
         if let Some(h) = headers.iter().find(|h| h.size > max) {
             return Err(LogError::MessageTooLarge { size: h.size, max });
+        }
+        // The header bounds the batch's timestamps: its first record's and the largest.
+        for h in &headers {
+            for ts in [h.base_timestamp, h.max_timestamp] {
+                if let Some(why) = state.config.timestamp_out_of_range(ts, now_ms) {
+                    return Err(LogError::InvalidTimestamp(why));
+                }
+            }
         }
         if state.config.cleanup_policy.compacts() {
             let mut at = 0;
@@ -829,7 +846,23 @@ impl Log {
             return Err(e.into());
         }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        self.last_flush_ms.store(wall_clock_ms(), Ordering::Release);
         Ok(true)
+    }
+
+    /// Whether `flush.messages` or `flush.ms` ask for an fsync now: that many records are not
+    /// yet durable, or some have waited that long since the last fsync.
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        let unflushed = self.end_offset().saturating_sub(self.durable_offset());
+        if unflushed <= 0 {
+            return false;
+        }
+        let (messages, ms) = {
+            let state = self.lock();
+            (state.config.flush_messages, state.config.flush_ms)
+        };
+        unflushed >= messages
+            || now_ms.saturating_sub(self.last_flush_ms.load(Ordering::Acquire)) >= ms
     }
 
     /// Whether finding the batches to read from `offset` (up to `max_bytes`) would wait for
@@ -1036,7 +1069,7 @@ impl Log {
                 break;
             }
             let segment = state.segments.remove(&base).expect("present");
-            segment.delete()?;
+            retire(state, segment, wall_clock_ms())?;
             dropped += 1;
         }
         Ok(dropped)
@@ -1047,7 +1080,11 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let mut state = self.lock();
         // A closed (or deleted) log's directory may already belong to a re-created topic.
-        if state.closed || !state.config.cleanup_policy.deletes() {
+        if state.closed {
+            return Ok(0);
+        }
+        purge_retired(&mut state, now_ms);
+        if !state.config.cleanup_policy.deletes() {
             return Ok(0);
         }
         let mut total: i64 = state.segments.values().map(|s| s.size as i64).sum();
@@ -1061,7 +1098,7 @@ impl Log {
             total -= oldest.size as i64;
             new_start = new_start.max(oldest.next_offset);
             let segment = state.segments.remove(&base).expect("present");
-            segment.delete()?;
+            retire(&mut state, segment, now_ms)?;
             deleted += 1;
         }
         if deleted > 0 {
@@ -1171,6 +1208,58 @@ impl LogConfig {
             self.retention_bytes >= 0 && total - oldest.size as i64 >= self.retention_bytes;
         expired || over_size
     }
+}
+
+/// Removes a segment from use: at once, or after `file.delete.delay.ms` (its files renamed
+/// `*.deleted` meanwhile; see [`purge_retired`]).
+fn retire(state: &mut LogState, segment: Segment, now_ms: i64) -> Result<()> {
+    let delay = state.config.file_delete_delay_ms;
+    if delay <= 0 {
+        return segment.delete();
+    }
+    let due = now_ms.saturating_add(delay);
+    for path in segment.retire()? {
+        state.pending_deletes.push((due, path));
+    }
+    Ok(())
+}
+
+/// Removes the files of retired segments whose delay has passed.
+fn purge_retired(state: &mut LogState, now_ms: i64) {
+    state.pending_deletes.retain(|(due, path)| {
+        if *due > now_ms {
+            return true;
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not remove a deleted segment's file");
+                true
+            }
+        }
+    });
+}
+
+/// Files of segments retired before a restart: nothing reads them any more.
+fn remove_retired(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .to_string_lossy()
+            .ends_with(crate::segment::DELETED_SUFFIX)
+        {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

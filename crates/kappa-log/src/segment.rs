@@ -18,6 +18,8 @@ type OffsetIndex = Vec<(u32, u32)>;
 type TimeIndex = Vec<(i64, u32)>;
 
 const OFFSET_ENTRY: usize = 8;
+/// Suffix of a retired segment's files, removed after `file.delete.delay.ms`.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 const TIME_ENTRY: usize = 12;
 
 pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
@@ -1009,6 +1011,51 @@ impl Segment {
     pub fn delete_indexes(&self) -> Result<()> {
         remove_if_present(&index_path(&self.dir, self.base_offset))?;
         remove_if_present(&time_index_path(&self.dir, self.base_offset))
+    }
+
+    /// Whether an index holds as many entries as `max_bytes` allows (`segment.index.bytes`):
+    /// the segment must roll before it takes another batch.
+    pub fn index_full(&self, max_bytes: u64) -> bool {
+        let max = max_bytes as usize;
+        self.offset_index.len() >= max / OFFSET_ENTRY || self.time_index.len() >= max / TIME_ENTRY
+    }
+
+    /// Entries of the offset index.
+    #[cfg(test)]
+    pub fn index_entries(&self) -> usize {
+        self.offset_index.len()
+    }
+
+    /// The timestamp of the segment's first indexed batch (about its oldest record); the
+    /// largest timestamp when the index has none; -1 when it holds no timestamps.
+    pub fn first_timestamp(&self) -> i64 {
+        self.time_index
+            .first()
+            .map(|e| e.0)
+            .unwrap_or(self.max_timestamp)
+    }
+
+    /// Takes the segment out of use without removing its files yet: they are renamed
+    /// `<name>.deleted` (readers holding them open are not disturbed) and returned, for the
+    /// log to remove after `file.delete.delay.ms`.
+    pub fn retire(self) -> Result<Vec<PathBuf>> {
+        remove_if_present(&reused_marker_path(&self.dir, self.base_offset))?;
+        let mut renamed = Vec::new();
+        for path in [
+            log_path(&self.dir, self.base_offset),
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+            crate::txn_index::txn_index_path(&self.dir, self.base_offset),
+        ] {
+            let mut to = path.clone().into_os_string();
+            to.push(DELETED_SUFFIX);
+            match std::fs::rename(&path, &to) {
+                Ok(()) => renamed.push(PathBuf::from(to)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(renamed)
     }
 
     pub fn delete(self) -> Result<()> {

@@ -743,6 +743,84 @@ mod compaction {
         log.clean(10_000).unwrap();
         assert!(read_records(&log).len() < written.len());
     }
+
+    /// Appends keyed updates until `segments` more segments have rolled.
+    fn roll_more(log: &Log, segments: usize, ts: i64) {
+        let target = log.segment_count() + segments;
+        let mut i = 0;
+        while log.segment_count() < target {
+            log.append(
+                &keyed(&format!("late{}", i % 3), Some("x"), ts, Compression::None),
+                0,
+            )
+            .unwrap();
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn the_dirty_ratio_decides_when_a_pass_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), compact_config(i64::MAX / 4), 0).unwrap();
+        write_updates(&log);
+        // Everything is dirty at first: a pass runs.
+        assert!(log.clean(10_000).unwrap().segments_rewritten > 0);
+        // One more closed segment is a small share of the cleanable bytes...
+        roll_more(&log, 1, 2_000);
+        log.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.9,
+            ..compact_config(i64::MAX / 4)
+        });
+        assert_eq!(log.clean(10_000).unwrap(), crate::CleanStats::default());
+        // ...enough with a lower min.cleanable.dirty.ratio.
+        log.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.0,
+            ..compact_config(i64::MAX / 4)
+        });
+        assert!(log.clean(10_000).unwrap().records_removed > 0);
+        assert_eq!(log.clean(10_000).unwrap(), crate::CleanStats::default());
+    }
+
+    #[test]
+    fn max_compaction_lag_forces_a_pass_and_a_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), compact_config(i64::MAX / 4), 0).unwrap();
+        write_updates(&log);
+        log.clean(10_000).unwrap();
+        roll_more(&log, 1, 2_000);
+        let lagging = |max_compaction_lag_ms| LogConfig {
+            min_cleanable_dirty_ratio: 1.0,
+            max_compaction_lag_ms,
+            ..compact_config(i64::MAX / 4)
+        };
+        log.set_config(lagging(i64::MAX));
+        assert_eq!(log.clean(10_000).unwrap(), crate::CleanStats::default());
+        // The dirty segment's records (timestamp 2000) are older than 5 s at 10 s.
+        log.set_config(lagging(5_000));
+        assert!(log.clean(10_000).unwrap().records_removed > 0);
+        // The active segment of a compacted log rolls after max.compaction.lag.ms.
+        let segments = log.segment_count();
+        log.append(&keyed("a", Some("1"), 20_000, Compression::None), 20_000)
+            .unwrap();
+        log.append(&keyed("a", Some("2"), 22_000, Compression::None), 22_000)
+            .unwrap();
+        assert_eq!(log.segment_count(), segments + 1);
+    }
+
+    #[test]
+    fn segments_younger_than_min_compaction_lag_are_not_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            min_compaction_lag_ms: 60_000,
+            ..compact_config(i64::MAX / 4)
+        };
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        let (written, _) = write_updates(&log);
+        // Timestamps are 1000 to 1600: at 30 s they are all younger than a minute.
+        assert_eq!(log.clean(30_000).unwrap(), crate::CleanStats::default());
+        assert_eq!(read_records(&log).len(), written.len());
+        assert!(log.clean(100_000).unwrap().records_removed > 0);
+    }
 }
 
 #[test]
@@ -1561,5 +1639,135 @@ fn a_corrupt_batch_in_records_of_their_own_leaves_the_log_untouched() {
         assert_eq!(&all.bytes[first.len() + 12..], &next[12..]);
         log.close().unwrap();
         assert_segment_files_hold_whole_batches(dir.path());
+    }
+}
+
+mod topic_settings {
+    use super::*;
+
+    #[test]
+    fn create_time_outside_the_allowed_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            timestamp_before_max_ms: 1_000,
+            timestamp_after_max_ms: 500,
+            ..small_config()
+        };
+        let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+        let now = 1_000_000;
+        for ts in [now - 1_001, now + 501] {
+            match log.append(&make_batch(1, ts, 10), now) {
+                Err(LogError::InvalidTimestamp(m)) => assert!(
+                    m.contains(&format!("[{}, {}]", now - 1_000, now + 500)),
+                    "{m}"
+                ),
+                other => panic!("{ts}: {other:?}"),
+            }
+        }
+        // A batch whose last record is too new is refused whole.
+        assert!(log.append(&make_batch(600, now, 600), now).is_err());
+        assert_eq!(log.end_offset(), 0);
+        log.append(&make_batch(1, now - 1_000, 10), now).unwrap();
+        log.append(&make_batch(1, now + 500, 10), now).unwrap();
+        // LogAppendTime replaces the producer's timestamps: nothing to check.
+        log.set_config(LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..config
+        });
+        log.append(&make_batch(1, 5, 10), now).unwrap();
+        assert_eq!(log.end_offset(), 3);
+    }
+
+    #[test]
+    fn a_full_index_rolls_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            index_interval_bytes: 0,
+            // Room for three offset entries (8 bytes) and two time entries (12 bytes).
+            segment_index_bytes: 24,
+            ..small_config()
+        };
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        for i in 0..12 {
+            log.append(&make_batch(1, 1_000 + i, 10), 0).unwrap();
+        }
+        let state = log.lock_state();
+        assert!(state.segments.len() >= 6, "{}", state.segments.len());
+        assert!(state.segments.values().all(|s| s.index_entries() <= 3));
+        drop(state);
+        // Everything reads back across the small segments.
+        let bytes = log.read(0, usize::MAX / 2, true).unwrap().bytes;
+        assert_eq!(batches_in(&bytes).len(), 12);
+    }
+
+    #[test]
+    fn flush_messages_and_flush_ms_say_when_an_fsync_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_messages: 3,
+            ..small_config()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let log = Log::open(dir.path(), config.clone(), now).unwrap();
+        assert!(!log.flush_due(now));
+        log.append(&make_batch(2, 1, 10), 0).unwrap();
+        assert!(!log.flush_due(now));
+        log.append(&make_batch(1, 1, 10), 0).unwrap();
+        assert!(log.flush_due(now));
+        assert!(log.flush_to(log.end_offset()).unwrap());
+        assert!(!log.flush_due(now));
+        log.append(&make_batch(1, 1, 10), 0).unwrap();
+        assert!(!log.flush_due(now));
+        log.set_config(LogConfig {
+            flush_ms: 1_000,
+            ..config
+        });
+        assert!(!log.flush_due(now));
+        assert!(log.flush_due(now + 60_000));
+    }
+
+    #[test]
+    fn deleted_segments_stay_as_files_for_file_delete_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 1,
+            reuse_segment_files: false,
+            file_delete_delay_ms: 1_000,
+            ..small_config()
+        };
+        let deleted = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .to_string_lossy()
+                        .ends_with(".deleted")
+                })
+                .count()
+        };
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        fill(&log, 200, 3);
+        let segments = log.segment_count();
+        assert!(segments > 2);
+        assert_eq!(log.enforce_retention(10_000).unwrap(), segments - 1);
+        // Renamed, not gone: .log, .index and .timeindex of each.
+        assert!(deleted(dir.path()) >= segments - 1);
+        log.enforce_retention(10_999).unwrap();
+        assert!(deleted(dir.path()) > 0);
+        log.enforce_retention(11_000).unwrap();
+        assert_eq!(deleted(dir.path()), 0);
+        // A restart removes what a crash left behind.
+        fill(&log, 200, 4);
+        log.enforce_retention(20_000).unwrap();
+        assert!(deleted(dir.path()) > 0);
+        drop(log);
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(deleted(dir.path()), 0);
+        assert!(log.end_offset() > 0);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -200,7 +200,11 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
             for resource in configs {
                 let resource = resource.map_err(|e| anyhow!("describing configs: {e}"))?;
                 for entry in resource.entries {
-                    let marker = if entry.is_default { "" } else { "  (override)" };
+                    let marker = match entry.source {
+                        ConfigSource::DynamicTopic => "  (override)",
+                        ConfigSource::StaticBroker => "  (broker)",
+                        _ => "",
+                    };
                     println!(
                         "  {}={}{marker}",
                         entry.name,
@@ -226,7 +230,8 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 for resource in current {
                     let resource = resource.map_err(|e| anyhow!("describing configs: {e}"))?;
                     for e in resource.entries {
-                        if !e.is_default {
+                        // The topic's own settings only: not the broker's defaults.
+                        if matches!(e.source, ConfigSource::DynamicTopic) {
                             overrides.insert(e.name, e.value.unwrap_or_default());
                         }
                     }
