@@ -521,8 +521,8 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     Err(ResponseError::NotEnoughReplicas)
                 }
                 Ok(t) => t
-                    .partition(p.index)
-                    .map(|log| (log, &t.syncers[p.index as usize]))
+                    .partition_with_syncer(p.index)
+                    .map(|p| (&p.log, &p.syncer))
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(topic_error_code(e)),
             };

@@ -171,7 +171,7 @@ impl BrokerMetrics {
             "# HELP kappa_partition_lso_lag Records between the last stable offset and the log end offset (held back by open transactions or not yet written).\n# TYPE kappa_partition_lso_lag gauge\n",
         );
         for topic in &list {
-            for (p, log) in topic.partitions.iter().enumerate() {
+            for (p, log) in topic.logs().enumerate() {
                 let labels = format!("{{topic=\"{}\",partition=\"{p}\"}}", topic.name);
                 let _ = writeln!(
                     size,

@@ -120,8 +120,8 @@ impl Broker {
                     }
                     let now = crate::topics::now_ms();
                     for topic in broker.topics.list() {
-                        for syncer in &topic.syncers {
-                            syncer.flush_if_due(now);
+                        for partition in &topic.partitions {
+                            partition.syncer.flush_if_due(now);
                         }
                     }
                 }

@@ -68,14 +68,20 @@ impl From<std::io::Error> for TopicError {
     }
 }
 
+/// One partition: its log, and the group-commit write and fsync loop that makes appends to
+/// it visible and durable.
+#[derive(Clone)]
+pub struct Partition {
+    pub log: Arc<Log>,
+    pub syncer: Arc<Syncer>,
+}
+
 /// One topic. Immutable: a change replaces the `Arc<Topic>` in the registry.
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub configs: BTreeMap<String, String>,
-    pub partitions: Vec<Arc<Log>>,
-    /// One group-commit fsync loop per partition, index for index with `partitions`.
-    pub syncers: Vec<Arc<Syncer>>,
+    pub partitions: Vec<Partition>,
     /// The effective `min.insync.replicas`: above 1, acks=all produces are refused with
     /// NOT_ENOUGH_REPLICAS, as Kafka refuses them when the in-sync replicas (here, the one
     /// broker) are fewer.
@@ -83,13 +89,13 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// A topic whose partitions are `partitions`; syncers of partitions it keeps from
-    /// `previous` are reused so requests waiting on them are not disturbed.
+    /// A topic whose partitions are `logs`; the partitions it keeps from `previous` keep
+    /// their syncers, so requests waiting on them are not disturbed.
     fn new(
         name: String,
         id: Uuid,
         configs: BTreeMap<String, String>,
-        partitions: Vec<Arc<Log>>,
+        logs: Vec<Arc<Log>>,
         previous: Option<&Topic>,
         registry: &TopicRegistry,
     ) -> Topic {
@@ -99,28 +105,43 @@ impl Topic {
             .effective("min.insync.replicas", &configs)
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(1);
-        let syncers = partitions
-            .iter()
+        let partitions = logs
+            .into_iter()
             .enumerate()
-            .map(|(i, log)| match previous.and_then(|p| p.syncers.get(i)) {
-                Some(s) => s.clone(),
-                None => Arc::new(Syncer::new(log.clone(), commits)),
-            })
+            .map(
+                |(i, log)| match previous.and_then(|p| p.partitions.get(i)) {
+                    Some(kept) => kept.clone(),
+                    None => Partition {
+                        syncer: Arc::new(Syncer::new(log.clone(), commits)),
+                        log,
+                    },
+                },
+            )
             .collect();
         Topic {
             name,
             id,
             configs,
             partitions,
-            syncers,
             min_insync_replicas,
         }
     }
 
+    /// The log of partition `index`.
     pub fn partition(&self, index: i32) -> Option<&Arc<Log>> {
+        self.partition_with_syncer(index).map(|p| &p.log)
+    }
+
+    /// Partition `index`, with its syncer (for writes that wait to be visible or durable).
+    pub fn partition_with_syncer(&self, index: i32) -> Option<&Partition> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))
+    }
+
+    /// The partitions' logs, in partition order.
+    pub fn logs(&self) -> impl Iterator<Item = &Arc<Log>> {
+        self.partitions.iter().map(|p| &p.log)
     }
 }
 
@@ -469,7 +490,7 @@ impl TopicRegistry {
             .remove(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         self.persist()?;
-        for log in &topic.partitions {
+        for log in topic.logs() {
             if let Err(e) = log.delete() {
                 tracing::warn!(topic = name, error = %e, "could not remove partition files");
             }
@@ -498,7 +519,7 @@ impl TopicRegistry {
             return Ok(());
         }
         let log_config = self.log_config(&topic.configs);
-        let mut partitions = topic.partitions.clone();
+        let mut partitions: Vec<Arc<Log>> = topic.logs().cloned().collect();
         for p in current..count {
             let dir = self.partition_dir(name, p);
             if dir.exists() {
@@ -529,14 +550,14 @@ impl TopicRegistry {
             .get(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let log_config = self.log_config(&configs);
-        for log in &topic.partitions {
+        for log in topic.logs() {
             log.set_config(log_config.clone());
         }
         let updated = Arc::new(Topic::new(
             topic.name.clone(),
             topic.id,
             configs,
-            topic.partitions.clone(),
+            topic.logs().cloned().collect(),
             Some(&topic),
             self,
         ));
@@ -598,7 +619,7 @@ impl TopicRegistry {
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for topic in self.list() {
-            for (p, log) in topic.partitions.iter().enumerate() {
+            for (p, log) in topic.logs().enumerate() {
                 match log.enforce_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
@@ -616,7 +637,7 @@ impl TopicRegistry {
     pub fn compact(&self) {
         let now = now_ms();
         for topic in self.list() {
-            for (p, log) in topic.partitions.iter().enumerate() {
+            for (p, log) in topic.logs().enumerate() {
                 match log.clean(now) {
                     Ok(stats) if stats.segments_rewritten > 0 => tracing::info!(
                         topic = %topic.name,
@@ -639,7 +660,7 @@ impl TopicRegistry {
     /// Flushes and closes every log cleanly.
     pub fn close(&self) {
         for topic in self.list() {
-            for log in &topic.partitions {
+            for log in topic.logs() {
                 if let Err(e) = log.close() {
                     tracing::warn!(topic = %topic.name, error = %e, "close failed");
                 }
@@ -691,7 +712,7 @@ mod tests {
             ("unclean.leader.election.enable", "true"),
         ]);
         let topic = r.create("t", 2, &configs).unwrap();
-        let c = topic.partitions[1].config();
+        let c = topic.partitions[1].log.config();
         assert_eq!(c.min_cleanable_dirty_ratio, 0.1);
         assert_eq!(c.max_compaction_lag_ms, 60_000);
         assert_eq!(c.min_compaction_lag_ms, 1_000);

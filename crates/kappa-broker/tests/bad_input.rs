@@ -333,7 +333,9 @@ async fn fetches_across_segments_and_a_consumer_vanishing_mid_answer() {
         assert_eq!(produce(&mut s, "seg", 1, Some(batch(&refs))).await.0, 0);
         expected.extend(values);
     }
-    let segments = running.broker.topics.get("seg").unwrap().partitions[0].segment_count();
+    let segments = running.broker.topics.get("seg").unwrap().partitions[0]
+        .log
+        .segment_count();
     assert!(segments > 10, "only {segments} segments");
 
     let fetch = |offset: i64, max: i32| {
@@ -444,6 +446,7 @@ async fn frames_split_across_reads_and_packed_together() {
     }
     assert_eq!(correlation, vec![1, 2, 1, 2]);
     let read = running.broker.topics.get("pieces").unwrap().partitions[0]
+        .log
         .read(0, 10 << 20, true)
         .unwrap();
     let mut bytes = Bytes::from(read.bytes);

@@ -384,10 +384,8 @@ impl TxnCoordinator {
             }
             // A partition deleted since it joined the transaction needs no marker.
             if let Some(t) = broker.topics.get(topic) {
-                if let (Some(log), Some(syncer)) =
-                    (t.partition(*partition), t.syncers.get(*partition as usize))
-                {
-                    targets.push((log.clone(), syncer.clone()));
+                if let Some(p) = t.partition_with_syncer(*partition) {
+                    targets.push((p.log.clone(), p.syncer.clone()));
                 }
             }
         }

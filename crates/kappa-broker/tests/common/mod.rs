@@ -153,5 +153,7 @@ pub async fn produce(
 }
 
 pub fn end_offset(running: &Running, topic: &str) -> i64 {
-    running.broker.topics.get(topic).unwrap().partitions[0].end_offset()
+    running.broker.topics.get(topic).unwrap().partitions[0]
+        .log
+        .end_offset()
 }
