@@ -471,3 +471,149 @@ pub async fn allocate_id(broker: &Arc<Broker>) -> Result<i64, ResponseError> {
         .map_err(|_| ResponseError::KafkaStorageError)?
         .map_err(|_| ResponseError::KafkaStorageError)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::records::{Compression, Record, TimestampType};
+
+    use super::*;
+    use crate::BrokerConfig;
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        Broker::open(BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            ..BrokerConfig::default()
+        })
+        .expect("broker opens")
+    }
+
+    /// A transactional batch of `n` records from the producer, as a client writes it.
+    fn txn_records(producer_id: i64, epoch: i16, n: i32) -> Vec<u8> {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i,
+                timestamp: now_ms(),
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        encode_batch(&records, Compression::None)
+            .expect("encodes")
+            .to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_prepared_before_a_crash_is_completed_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ids, end_before) = {
+            let broker = open(dir.path());
+            broker
+                .topics
+                .create("t", 2, &BTreeMap::new())
+                .expect("topic");
+            let ids = broker
+                .txns
+                .init_producer_id(&broker, "app", 60_000, None)
+                .await
+                .expect("init");
+            let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
+            broker
+                .txns
+                .add_partitions("app", ids.producer_id, ids.epoch, &parts)
+                .await
+                .expect("add");
+            let topic = broker.topics.get("t").expect("topic");
+            for p in &topic.partitions {
+                p.log
+                    .append(&txn_records(ids.producer_id, ids.epoch, 3), now_ms())
+                    .expect("append");
+                assert_eq!(p.log.last_stable_offset(), 0, "the transaction is open");
+            }
+            // The commit is decided (PrepareCommit stored), then the process dies before any
+            // marker is written.
+            let current = broker.txns.get("app").expect("metadata");
+            broker
+                .txns
+                .store(Some(&current), current.prepared(true, now_ms()), true)
+                .await
+                .expect("store");
+            (ids, topic.partitions[0].log.end_offset())
+        };
+        let broker = open(dir.path());
+        let m = broker.txns.get("app").expect("state survives");
+        assert_eq!(m.state, TxnState::PrepareCommit);
+        broker.txns.tick(&broker).await;
+        let m = broker.txns.get("app").expect("metadata");
+        assert_eq!(m.state, TxnState::CompleteCommit);
+        assert_eq!(m.ids(), ids);
+        for p in &broker.topics.get("t").expect("topic").partitions {
+            // The marker follows the records and every record is stable and committed.
+            assert_eq!(p.log.end_offset(), end_before + 1);
+            assert_eq!(p.log.last_stable_offset(), end_before + 1);
+            assert!(p.log.aborted_txns(0, i64::MAX).is_empty());
+        }
+        // A retried EndTxn of the client that never got its answer succeeds.
+        broker
+            .txns
+            .end_txn(&broker, "app", ids.producer_id, ids.epoch, true)
+            .await
+            .expect("a retried commit is answered");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_transaction_is_aborted_and_its_producer_fenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = open(dir.path());
+        broker
+            .topics
+            .create("t", 1, &BTreeMap::new())
+            .expect("topic");
+        let ids = broker
+            .txns
+            .init_producer_id(&broker, "slow", 1, None)
+            .await
+            .expect("init");
+        broker
+            .txns
+            .add_partitions("slow", ids.producer_id, ids.epoch, &[("t".to_string(), 0)])
+            .await
+            .expect("add");
+        let log = broker.topics.get("t").expect("topic").partitions[0]
+            .log
+            .clone();
+        log.append(&txn_records(ids.producer_id, ids.epoch, 2), now_ms())
+            .expect("append");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        broker.txns.tick(&broker).await;
+        let m = broker.txns.get("slow").expect("metadata");
+        assert_eq!(m.state, TxnState::CompleteAbort);
+        assert_eq!(m.producer_epoch, ids.epoch + 1);
+        assert_eq!(log.aborted_txns(0, i64::MAX), vec![(ids.producer_id, 0)]);
+        assert_eq!(log.last_stable_offset(), log.end_offset());
+        assert_eq!(broker.txns.metrics.timed_out.get(), 1);
+        // The old epoch is refused by the coordinator and by the partition.
+        assert_eq!(
+            broker
+                .txns
+                .end_txn(&broker, "slow", ids.producer_id, ids.epoch, true)
+                .await,
+            Err(ResponseError::ProducerFenced)
+        );
+        assert!(matches!(
+            log.append(&txn_records(ids.producer_id, ids.epoch, 1), now_ms()),
+            Err(LogError::InvalidProducerEpoch { .. })
+        ));
+    }
+}
