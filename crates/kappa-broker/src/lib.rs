@@ -5,6 +5,7 @@
 //! a Kafka broker would, error codes included.
 //! It knows nothing of SQL or the registry.
 
+pub mod broker;
 pub mod config;
 mod durability;
 mod fetch_response;
@@ -17,6 +18,7 @@ pub mod topic_configs;
 pub mod topics;
 pub mod txn;
 
+pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;
 pub use handlers::supported_versions;
-pub use server::{decode_request, Broker, BrokerError, Decoded, FrameError};
+pub use server::{decode_request, Decoded, FrameError};

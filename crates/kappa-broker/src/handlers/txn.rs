@@ -24,8 +24,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 
 use super::{str_bytes, topic_name, RequestContext};
+use crate::broker::Broker;
 use crate::groups::{CommittedOffset, OFFSETS_TOPIC};
-use crate::server::Broker;
 use crate::topics::now_ms;
 use crate::txn::coordinator::allocate_id;
 use crate::txn::{ProducerIdAndEpoch, TxnState, OFFSETS_PARTITION};

@@ -18,8 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::state::{
     EndOutcome, InitOutcome, ProducerIdAndEpoch, TxnMetadata, TxnPartition, TxnState,
 };
+use crate::broker::Broker;
 use crate::groups::OFFSETS_TOPIC;
-use crate::server::Broker;
 use crate::topics::{now_ms, TopicError, TopicRegistry};
 
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
