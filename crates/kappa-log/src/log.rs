@@ -430,12 +430,19 @@ impl Log {
         let state = self.lock();
         let mut out = Vec::new();
         // Markers lie after their transaction's records: a segment past `upper` can still hold
-        // the marker of a transaction begun before it, so every later segment is looked at.
+        // the marker of a transaction begun before it. As in Kafka, the search ends at an entry
+        // whose marker left the last stable offset at or past `upper`: every transaction begun
+        // before `upper` had ended by then.
         for segment in state.segments_from(from) {
+            let mut complete = false;
             for e in segment.txn_index.entries() {
                 if e.last_offset >= from && e.first_offset < upper {
                     out.push((e.producer_id, e.first_offset));
                 }
+                complete |= e.last_stable_offset >= upper;
+            }
+            if complete {
+                break;
             }
         }
         out
