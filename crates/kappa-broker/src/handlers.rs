@@ -45,7 +45,9 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -298,10 +300,62 @@ fn topic_error_code(e: &TopicError) -> ResponseError {
     }
 }
 
+/// Why a partition of a produce request was not appended: its error code, the message for
+/// ProduceResponse v8+ and, when only some records of the batch were at fault, which
+/// (`record_errors`, KIP-467; the batch as a whole is refused all the same, as in Kafka).
+struct Rejected {
+    code: ResponseError,
+    message: Option<String>,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl Rejected {
+    fn code(code: ResponseError) -> Self {
+        Rejected {
+            code,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+
+    fn from_log_error(e: &LogError) -> Self {
+        let LogError::InvalidRecords { reason, indices } = e else {
+            return Rejected {
+                code: log_error_code(e),
+                message: Some(e.to_string()),
+                record_errors: Vec::new(),
+            };
+        };
+        let record_errors = indices
+            .iter()
+            .filter_map(|&i| i32::try_from(i).ok())
+            .map(|i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(str_bytes(reason)))
+            })
+            .collect();
+        let shown: Vec<String> = indices.iter().take(3).map(|i| i.to_string()).collect();
+        let more = if indices.len() > 3 { ", ..." } else { "" };
+        Rejected {
+            code: ResponseError::InvalidRecord,
+            message: Some(format!(
+                "One or more records have been rejected due to {} record errors in total \
+                 (batch indices {}{more}): {reason}",
+                indices.len(),
+                shown.join(", "),
+            )),
+            record_errors,
+        }
+    }
+}
+
 fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
-        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::InvalidRecord(_) | LogError::InvalidRecords { .. } => {
+            ResponseError::InvalidRecord
+        }
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
@@ -481,7 +535,7 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
         )));
     }
     let mut streamed = std::mem::take(&mut ctx.streamed_records).into_iter();
-    type Appended = Result<(Arc<Syncer>, AppendInfo), (ResponseError, Option<String>)>;
+    type Appended = Result<(Arc<Syncer>, AppendInfo), Rejected>;
     let mut appends: Vec<(TopicName, i32, Appended)> = Vec::new();
     let now = now_ms();
     for topic_data in req.topic_data {
@@ -543,11 +597,11 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     Ok(info) => Ok((syncer.clone(), info)),
                     Err(e) => {
                         tracing::debug!(topic = %name, partition = p.index, error = %e, "produce rejected");
-                        Err((log_error_code(&e), Some(e.to_string())))
+                        Err(Rejected::from_log_error(&e))
                     }
                 },
-                (Ok(_), None) => Err((ResponseError::CorruptMessage, None)),
-                (Err(e), _) => Err((e, None)),
+                (Ok(_), None) => Err(Rejected::code(ResponseError::CorruptMessage)),
+                (Err(e), _) => Err(Rejected::code(e)),
             };
             appends.push((topic_data.name.clone(), p.index, appended));
         }
@@ -606,7 +660,11 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                     _ => syncer.wait_written(info.last_offset + 1).await,
                 };
                 if let Err(e) = waited {
-                    outcome = Err((ResponseError::KafkaStorageError, Some(e)));
+                    outcome = Err(Rejected {
+                        code: ResponseError::KafkaStorageError,
+                        message: Some(e),
+                        record_errors: Vec::new(),
+                    });
                 }
             }
             let outcome = outcome.map(|(_, info)| info);
@@ -626,14 +684,21 @@ async fn produce(broker: &Arc<Broker>, ctx: &mut RequestContext, req: ProduceReq
                             -1
                         });
                 }
-                Err((code, message)) => {
+                Err(Rejected {
+                    code,
+                    message,
+                    record_errors,
+                }) => {
                     if code.code() != 0 {
                         errors += 1;
                     }
-                    let message = message.filter(|_| version >= 8);
-                    resp = resp
-                        .with_error_code(code.code())
-                        .with_error_message(message.map(|m| str_bytes(&m)));
+                    // v8+ (KIP-467): which records of the batch were invalid, and why.
+                    if version >= 8 {
+                        resp = resp
+                            .with_error_message(message.map(|m| str_bytes(&m)))
+                            .with_record_errors(record_errors);
+                    }
+                    resp = resp.with_error_code(code.code());
                 }
             }
             by_topic
