@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     /// How often the coordinator looks for transactions that outlived their timeout (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_check_interval_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members to join, and
+    /// again after each that does, within the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`, default 3 s; 0: none).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +77,7 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             transaction_max_timeout_ms: 900_000,
             transaction_check_interval_ms: 1_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }

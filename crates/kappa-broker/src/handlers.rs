@@ -1572,6 +1572,7 @@ async fn sync_group(
         .sync(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id,
             assignments,
         )
@@ -1593,9 +1594,12 @@ fn heartbeat(
     ctx: &mut RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
-    let code = broker
-        .groups
-        .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
+    let code = broker.groups.heartbeat(
+        &req.group_id.0,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        req.generation_id,
+    );
     HeartbeatResponse::default().with_error_code(ctx.code(code))
 }
 
@@ -1652,6 +1656,7 @@ async fn offset_commit(
         .commit(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id_or_member_epoch,
             wanted,
             &broker.topics,

@@ -51,7 +51,10 @@ impl Broker {
     /// Opens the data directory (recovering partitions as needed).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let topics = TopicRegistry::open(&config)?;
-        let groups = GroupCoordinator::open(&topics)?;
+        let groups = GroupCoordinator::open(
+            &topics,
+            std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        )?;
         let txns = TxnCoordinator::open(&topics, config.transaction_max_timeout_ms)?;
         let advertised = config
             .advertised_listener
