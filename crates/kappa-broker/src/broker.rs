@@ -40,7 +40,10 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let config = config.with_kafka_properties().map_err(TopicError::from)?;
         let topics = TopicRegistry::open(&config)?;
-        let groups = GroupCoordinator::open(&topics)?;
+        let groups = GroupCoordinator::open(
+            &topics,
+            std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        )?;
         let txns = TxnCoordinator::open(&topics, config.transaction_max_timeout_ms)?;
         let advertised = config
             .advertised_listener

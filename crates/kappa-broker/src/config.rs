@@ -54,6 +54,10 @@ pub struct BrokerConfig {
     /// `[broker.properties]` table. Each is checked as Kafka checks it; they win over the
     /// fields above.
     pub properties: BTreeMap<String, String>,
+    /// How long the first rebalance of an empty group waits for more members to join, and
+    /// again after each that does, within the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`, default 3 s; 0: none).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +85,7 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             transaction_check_interval_ms: 1_000,
             properties: BTreeMap::new(),
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }

@@ -130,7 +130,21 @@ struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// The first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`), so consumers started together share one generation.
+    initial_join: Option<InitialJoin>,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+}
+
+/// Kafka's InitialDelayedJoin: the join phase of an empty group's first rebalance ends at
+/// `until`; a member joining meanwhile pushes it back by the delay again, while `remaining`
+/// (of the rebalance timeout) lasts.
+#[derive(Debug, Clone, Copy)]
+struct InitialJoin {
+    until: Instant,
+    delay: Duration,
+    remaining: Duration,
+    new_member_added: bool,
 }
 
 impl Group {
@@ -145,6 +159,13 @@ impl Group {
             .iter()
             .map(|(id, m)| (id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
             .collect()
+    }
+
+    /// Whether `instance_id` belongs to a static member of this group under another id.
+    fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id
+            .and_then(|i| self.static_member(i))
+            .is_some_and(|id| id != member_id)
     }
 
     fn static_member(&self, instance_id: &str) -> Option<String> {
@@ -210,6 +231,10 @@ impl Group {
         if self.state() != GroupState::PreparingRebalance {
             return;
         }
+        if self.initial_join.is_some() && !force {
+            return;
+        }
+        self.initial_join = None;
         let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
         if !all_joined && !force {
             return;
@@ -283,7 +308,17 @@ impl Group {
         }
     }
 
-    fn check_member(&self, member_id: &str, generation: i32) -> Result<(), ResponseError> {
+    /// Kafka's order of checks: a static instance now known under another member id is fenced
+    /// (KIP-345: a newer instance took its place), then the member and generation.
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if self.is_fenced(member_id, instance_id) {
+            return Err(ResponseError::FencedInstanceId);
+        }
         if !self.members.contains_key(member_id) {
             return Err(ResponseError::UnknownMemberId);
         }
@@ -314,6 +349,8 @@ pub struct GroupCoordinator {
     offsets_log: Arc<Log>,
     /// Serializes appends to the offsets log with the in-memory update they carry.
     commit_lock: tokio::sync::Mutex<()>,
+    /// Kafka's `group.initial.rebalance.delay.ms`.
+    initial_rebalance_delay: Duration,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -325,7 +362,10 @@ struct OffsetKey {
 
 impl GroupCoordinator {
     /// Opens (creating if needed) the offsets topic and replays it.
-    pub fn open(topics: &TopicRegistry) -> Result<GroupCoordinator, TopicError> {
+    pub fn open(
+        topics: &TopicRegistry,
+        initial_rebalance_delay: Duration,
+    ) -> Result<GroupCoordinator, TopicError> {
         let log = topics.internal_log(OFFSETS_TOPIC)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut pending: PendingTxnOffsets = HashMap::new();
@@ -395,6 +435,7 @@ impl GroupCoordinator {
             pending_txn: Mutex::new(pending),
             offsets_log: log,
             commit_lock: tokio::sync::Mutex::new(()),
+            initial_rebalance_delay,
         })
     }
 
@@ -434,6 +475,8 @@ impl GroupCoordinator {
             }
             let mut member_id = req.member_id.clone();
             let mut unchanged_static_rejoin = false;
+            let mut replaced_static = false;
+            let leader_before = group.leader.clone().unwrap_or_default();
             if let Some(instance) = &req.instance_id {
                 if let Some(old_id) = group.static_member(instance) {
                     if !member_id.is_empty() && member_id != old_id {
@@ -455,6 +498,7 @@ impl GroupCoordinator {
                             }
                             let same_protocols = old.protocols == req.protocols;
                             group.members.insert(member_id.clone(), old);
+                            replaced_static = true;
                             if group.leader.as_deref() == Some(old_id.as_str()) {
                                 group.leader = Some(member_id.clone());
                             }
@@ -507,13 +551,25 @@ impl GroupCoordinator {
             };
             group.protocol_type = Some(req.protocol_type.clone());
             let state = group.state();
+            // As in Kafka: a known member rejoining with the same protocols after the join phase
+            // (its JoinGroup answer lost, say) is answered for the current generation.
+            let repeated_join =
+                state == GroupState::CompletingRebalance && !protocols_changed && !replaced_static;
             if unchanged_static_rejoin
+                || repeated_join
                 || (state == GroupState::Stable && !protocols_changed && !is_leader)
             {
                 // Nothing changed for this member: answer with the current generation, no rebalance.
                 let slot = group.members.entry(member_id.clone()).or_insert(member);
                 slot.last_heartbeat = Instant::now();
-                let leader = group.leader.clone().unwrap_or_default();
+                // A static leader back under a new id is told the old leader id, as in Kafka
+                // (KIP-345): it must not compute an assignment a stable group would not
+                // hand out; everyone keeps the one they have.
+                let leader = if unchanged_static_rejoin {
+                    leader_before
+                } else {
+                    group.leader.clone().unwrap_or_default()
+                };
                 let members = if leader == member_id {
                     group.member_list()
                 } else {
@@ -531,8 +587,28 @@ impl GroupCoordinator {
             }
             let mut member = member;
             member.join_waiter = Some(tx);
-            group.members.insert(member_id.clone(), member);
-            group.prepare_rebalance();
+            let is_new = group.members.insert(member_id.clone(), member).is_none();
+            if state == GroupState::Empty && !self.initial_rebalance_delay.is_zero() {
+                group.prepare_rebalance();
+                let delay = self.initial_rebalance_delay;
+                let timeout = group
+                    .members
+                    .values()
+                    .map(|m| m.rebalance_timeout)
+                    .max()
+                    .unwrap_or(delay);
+                group.initial_join = Some(InitialJoin {
+                    until: Instant::now() + delay,
+                    delay,
+                    remaining: timeout.saturating_sub(delay),
+                    new_member_added: false,
+                });
+            } else {
+                if let Some(initial) = group.initial_join.as_mut() {
+                    initial.new_member_added |= is_new;
+                }
+                group.prepare_rebalance();
+            }
             group.try_complete_join(false);
             rx
         };
@@ -546,6 +622,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> (i16, Bytes) {
@@ -554,7 +631,7 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return (ResponseError::UnknownMemberId.code(), Bytes::new());
             };
-            if let Err(e) = group.check_member(member_id, generation) {
+            if let Err(e) = group.check_member(member_id, instance_id, generation) {
                 return (e.code(), Bytes::new());
             }
             match group.state() {
@@ -589,12 +666,18 @@ impl GroupCoordinator {
             .unwrap_or((ResponseError::RebalanceInProgress.code(), Bytes::new()))
     }
 
-    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
-        if let Err(e) = group.check_member(member_id, generation) {
+        if let Err(e) = group.check_member(member_id, instance_id, generation) {
             return e.code();
         }
         if let Some(m) = group.members.get_mut(member_id) {
@@ -619,6 +702,9 @@ impl GroupCoordinator {
             },
             _ => member_id.to_string(),
         };
+        if group.is_fenced(&id, instance_id) {
+            return ResponseError::FencedInstanceId.code();
+        }
         if let (Some(instance), Some(m)) = (instance_id, group.members.get(&id)) {
             if m.instance_id.as_deref() != Some(instance) {
                 return ResponseError::FencedInstanceId.code();
@@ -652,6 +738,19 @@ impl GroupCoordinator {
             group
                 .pending
                 .retain(|_, since| now.duration_since(*since) < Duration::from_secs(300));
+            if let Some(initial) = group.initial_join.filter(|i| now >= i.until) {
+                if initial.new_member_added && !initial.remaining.is_zero() {
+                    let delay = initial.delay.min(initial.remaining);
+                    group.initial_join = Some(InitialJoin {
+                        until: now + delay,
+                        remaining: initial.remaining - delay,
+                        new_member_added: false,
+                        ..initial
+                    });
+                } else {
+                    group.try_complete_join(true);
+                }
+            }
             if group.rebalance_deadline.is_some_and(|d| now >= d) {
                 tracing::info!(group = %name, "rebalance timeout; completing without absent members");
                 group.try_complete_join(true);
@@ -665,6 +764,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         offsets: Vec<(String, i32, CommittedOffset)>,
         topics: &TopicRegistry,
@@ -676,7 +776,7 @@ impl GroupCoordinator {
             let groups = self.lock();
             if let Some(group) = groups.get(group_id) {
                 if generation >= 0 || !member_id.is_empty() {
-                    group.check_member(member_id, generation)?;
+                    group.check_member(member_id, instance_id, generation)?;
                     // As in Kafka: members commit while a rebalance is being prepared (their
                     // generation is still current), but not between join and sync.
                     if group.state() == GroupState::CompletingRebalance {
@@ -776,7 +876,7 @@ impl GroupCoordinator {
         if generation >= 0 || !member_id.is_empty() {
             let groups = self.lock();
             match groups.get(group_id) {
-                Some(group) => group.check_member(member_id, generation)?,
+                Some(group) => group.check_member(member_id, None, generation)?,
                 None => return Err(ResponseError::IllegalGeneration),
             }
         }
@@ -1092,4 +1192,248 @@ fn group_subscriptions(group: &Group) -> Vec<String> {
     topics.sort();
     topics.dedup();
     topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BrokerConfig;
+
+    struct Fixture {
+        coordinator: Arc<GroupCoordinator>,
+        _topics: TopicRegistry,
+        _dir: tempfile::TempDir,
+        ticker: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.ticker.abort();
+        }
+    }
+
+    /// A coordinator whose clock (`tick`) runs every 10 ms, as the broker's every 100 ms.
+    fn fixture(initial_rebalance_delay_ms: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let topics = TopicRegistry::open(&config).unwrap();
+        let delay = Duration::from_millis(initial_rebalance_delay_ms);
+        let coordinator = Arc::new(GroupCoordinator::open(&topics, delay).unwrap());
+        let c = coordinator.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                c.tick();
+            }
+        });
+        Fixture {
+            coordinator,
+            _topics: topics,
+            _dir: dir,
+            ticker,
+        }
+    }
+
+    fn join_request(member_id: &str, instance_id: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            instance_id: instance_id.map(Into::into),
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"metadata"))],
+            require_known_member_id: false,
+        }
+    }
+
+    fn state(c: &GroupCoordinator) -> GroupState {
+        c.lock()
+            .get("g")
+            .map(|g| g.state())
+            .unwrap_or(GroupState::Empty)
+    }
+
+    /// Consumers started together form one generation: the first rebalance of an empty group
+    /// waits `group.initial.rebalance.delay.ms` for more (librdkafka's 0102 and 0113 expect one
+    /// assignment each, no revocation).
+    #[tokio::test]
+    async fn an_empty_groups_first_rebalance_waits_for_members_starting_together() {
+        let f = fixture(300);
+        let c = f.coordinator.clone();
+        let first = tokio::spawn(async move { c.join(join_request("", None)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!first.is_finished(), "the first member waits for others");
+        let c = f.coordinator.clone();
+        let second = tokio::spawn(async move { c.join(join_request("", None)).await });
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert_eq!((first.error, second.error), (0, 0));
+        assert_eq!((first.generation, second.generation), (1, 1));
+        let leader = if first.leader == first.member_id {
+            &first
+        } else {
+            &second
+        };
+        assert_eq!(leader.members.len(), 2);
+        assert_eq!(state(&f.coordinator), GroupState::CompletingRebalance);
+    }
+
+    /// A member repeating its JoinGroup between join and sync (same protocols) is answered for
+    /// the current generation, as in Kafka, rather than starting another rebalance.
+    #[tokio::test]
+    async fn a_repeated_join_before_sync_does_not_start_a_rebalance() {
+        let f = fixture(100);
+        let c = f.coordinator.clone();
+        let first = tokio::spawn(async move { c.join(join_request("", None)).await });
+        let second = f.coordinator.join(join_request("", None)).await;
+        let first = first.await.unwrap();
+        assert_eq!(state(&f.coordinator), GroupState::CompletingRebalance);
+        for again in [&first, &second] {
+            let repeated = tokio::time::timeout(
+                Duration::from_secs(1),
+                f.coordinator.join(join_request(&again.member_id, None)),
+            )
+            .await
+            .expect("answered at once");
+            assert_eq!(repeated.error, 0);
+            assert_eq!(repeated.generation, again.generation);
+            assert_eq!(repeated.leader, again.leader);
+            assert_eq!(repeated.members.len(), again.members.len());
+        }
+        assert_eq!(state(&f.coordinator), GroupState::CompletingRebalance);
+    }
+
+    /// Without the delay (0), a lone member's rebalance completes at once.
+    #[tokio::test]
+    async fn no_initial_delay_completes_a_lone_join_at_once() {
+        let f = fixture(0);
+        let joined = tokio::time::timeout(
+            Duration::from_millis(50),
+            f.coordinator.join(join_request("", None)),
+        )
+        .await
+        .expect("no delay");
+        assert_eq!((joined.error, joined.generation), (0, 1));
+    }
+
+    /// Two static members, stable. Returns (leader's join, follower's join).
+    async fn stable_static_pair(c: &Arc<GroupCoordinator>) -> (JoinResult, JoinResult) {
+        let c1 = c.clone();
+        let a = tokio::spawn(async move { c1.join(join_request("", Some("a"))).await });
+        let c2 = c.clone();
+        let b = tokio::spawn(async move { c2.join(join_request("", Some("b"))).await });
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert_eq!((a.error, b.error, a.generation), (0, 0, b.generation));
+        let (leader, follower) = if a.leader == a.member_id {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let assignments = vec![
+            (leader.member_id.clone(), Bytes::from_static(b"leader's")),
+            (
+                follower.member_id.clone(),
+                Bytes::from_static(b"follower's"),
+            ),
+        ];
+        let g = leader.generation;
+        let (lid, fid) = (leader.member_id.clone(), follower.member_id.clone());
+        let c1 = c.clone();
+        let ls = tokio::spawn(async move { c1.sync("g", &lid, None, g, assignments).await });
+        let fs = c.sync("g", &fid, None, g, Vec::new()).await;
+        assert_eq!(fs, (0, Bytes::from_static(b"follower's")));
+        assert_eq!(ls.await.unwrap(), (0, Bytes::from_static(b"leader's")));
+        assert_eq!(state(c), GroupState::Stable);
+        (leader, follower)
+    }
+
+    /// KIP-345: a static member restarted (new member id, same instance id) gets its place
+    /// back without a rebalance; the instance it replaced is fenced (FENCED_INSTANCE_ID, not
+    /// UNKNOWN_MEMBER_ID) on heartbeat, sync, commit and leave, as in Kafka.
+    #[tokio::test]
+    async fn a_restarted_static_member_keeps_its_assignment_and_fences_the_old_one() {
+        let f = fixture(100);
+        let c = &f.coordinator;
+        let (leader, follower) = stable_static_pair(c).await;
+        let follower_instance = if leader.member_id.starts_with("a-") {
+            "b"
+        } else {
+            "a"
+        };
+        let back = c.join(join_request("", Some(follower_instance))).await;
+        assert_eq!(back.error, 0);
+        assert_ne!(back.member_id, follower.member_id);
+        assert_eq!(back.generation, follower.generation, "no rebalance");
+        assert_eq!(state(c), GroupState::Stable);
+        assert_eq!(
+            c.sync(
+                "g",
+                &back.member_id,
+                Some(follower_instance),
+                back.generation,
+                Vec::new()
+            )
+            .await,
+            (0, Bytes::from_static(b"follower's"))
+        );
+        let fenced = ResponseError::FencedInstanceId.code();
+        let old = follower.member_id.as_str();
+        let g = follower.generation;
+        assert_eq!(c.heartbeat("g", old, Some(follower_instance), g), fenced);
+        assert_eq!(
+            c.sync("g", old, Some(follower_instance), g, Vec::new())
+                .await
+                .0,
+            fenced
+        );
+        let topics = &f._topics;
+        assert_eq!(
+            c.commit("g", old, Some(follower_instance), g, Vec::new(), topics)
+                .await
+                .err(),
+            Some(ResponseError::FencedInstanceId)
+        );
+        assert_eq!(c.leave("g", old, Some(follower_instance)), fenced);
+        // The replacement and the leader are untouched.
+        assert_eq!(
+            c.heartbeat("g", &back.member_id, Some(follower_instance), g),
+            0
+        );
+        assert_eq!(c.heartbeat("g", &leader.member_id, None, g), 0);
+        assert_eq!(state(c), GroupState::Stable);
+    }
+
+    /// A restarted static leader is told the old leader id and no member list (Kafka's
+    /// JoinGroup below v9): it computes no assignment, and the group stays as it was.
+    #[tokio::test]
+    async fn a_restarted_static_leader_is_not_asked_to_assign() {
+        let f = fixture(100);
+        let c = &f.coordinator;
+        let (leader, follower) = stable_static_pair(c).await;
+        let leader_instance = if leader.member_id.starts_with("a-") {
+            "a"
+        } else {
+            "b"
+        };
+        let back = c.join(join_request("", Some(leader_instance))).await;
+        assert_eq!(back.error, 0);
+        assert_eq!(back.generation, leader.generation);
+        assert_eq!(back.leader, leader.member_id, "the old leader id");
+        assert!(back.members.is_empty());
+        assert_eq!(state(c), GroupState::Stable);
+        assert_eq!(
+            c.sync("g", &back.member_id, None, back.generation, Vec::new())
+                .await,
+            (0, Bytes::from_static(b"leader's"))
+        );
+        assert_eq!(
+            c.heartbeat("g", &follower.member_id, None, follower.generation),
+            0
+        );
+    }
 }

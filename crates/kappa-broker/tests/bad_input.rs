@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
@@ -529,4 +530,58 @@ async fn idle_connections_and_clients_that_stop_reading_are_closed() {
     }
     assert!(got < 20_000_000, "{got} bytes arrived");
     still_serving(running.addr).await;
+}
+
+/// A batch with records a compacted topic refuses (no key) is refused whole, as in Kafka, and
+/// ProduceResponse v8+ names those records (`record_errors`, KIP-467), so a client fails only
+/// them with INVALID_RECORD (librdkafka's 0011_produce_batch).
+#[tokio::test]
+async fn a_compacted_topic_names_the_records_without_a_key() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::records::Compression;
+    use kappa_log::records::{encode_batch, plain_record};
+    let running = start(BrokerConfig::default()).await;
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("compacted")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("cleanup.policy"))
+            .with_value(Some(StrBytes::from_static_str("compact")))])]);
+    let r: CreateTopicsResponse = call(&mut s, ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let records: Vec<_> = (0..20)
+        .map(|i| {
+            let key = (i % 10 != 0).then(|| Bytes::from(format!("k{i}")));
+            let mut r = plain_record(i, 1_000, key, Some(Bytes::from_static(b"v")));
+            // One batch: offset - sequence constant, base sequence -1 (no producer).
+            r.sequence = i as i32 - 1;
+            r
+        })
+        .collect();
+    let records = encode_batch(&records, Compression::None).unwrap().freeze();
+    for version in [7, 8, 9] {
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            version,
+            &produce_request("compacted", 1, Some(records.clone())),
+        )
+        .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ResponseError::InvalidRecord.code());
+        if version >= 8 {
+            let indices: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(indices, vec![0, 10], "v{version}");
+            assert!(p.record_errors.iter().all(|e| e
+                .batch_index_error_message
+                .as_ref()
+                .is_some_and(|m| m.contains("key"))));
+            assert!(p.error_message.is_some());
+        } else {
+            assert!(p.record_errors.is_empty());
+        }
+    }
+    assert_eq!(end_offset(&running, "compacted"), 0);
 }

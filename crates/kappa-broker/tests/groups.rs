@@ -165,7 +165,11 @@ async fn offsets_commit_fetch_delete_and_group_deletion() {
         commit(&mut s, "g3", "", -1, "orders", &[(2, 42)]).await,
         vec![0]
     );
-    let reopened = kappa_broker::groups::GroupCoordinator::open(&running.broker.topics).unwrap();
+    let reopened = kappa_broker::groups::GroupCoordinator::open(
+        &running.broker.topics,
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
     let fetched = reopened.fetch_offsets("g3", Some(vec![("orders".into(), vec![2])]));
     assert_eq!(fetched[0].1[0].1.as_ref().map(|o| o.offset), Some(42));
 }

@@ -250,30 +250,39 @@ fn check_record_framing(
     })
 }
 
-/// Whether any record of the (validated) batch at the start of `buf` has a null key: a
-/// compacted topic refuses those, as Kafka does.
-pub fn has_null_key(buf: &[u8], header: &BatchHeader) -> Result<bool, LogError> {
+/// The indices within the (validated) batch at the start of `buf` of its records with a null
+/// key, in order: a compacted topic refuses those, as Kafka does, and names them to the producer
+/// (ProduceResponse `record_errors`, KIP-467).
+pub fn null_key_indices(buf: &[u8], header: &BatchHeader) -> Result<Vec<usize>, LogError> {
     if header.is_control() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     if header.compression_codec() != 0 {
         let mut bytes = bytes::Bytes::copy_from_slice(&buf[..header.size]);
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
             .map_err(|e| LogError::CorruptBatch(e.to_string()))?;
-        return Ok(set.records.iter().any(|r| r.key.is_none()));
+        return Ok(set
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.key.is_none())
+            .map(|(i, _)| i)
+            .collect());
     }
-    let mut null_key = false;
+    let mut null_keys = Vec::new();
     for_each_record(
         &buf[HEADER_LEN..header.size],
         header.record_count,
-        |_, body| {
+        |i, body| {
             let (_, key_len) = record_offset_delta_and_key_len(body)
                 .ok_or_else(|| LogError::CorruptBatch("record fields do not parse".into()))?;
-            null_key |= key_len < 0;
+            if key_len < 0 {
+                null_keys.push(i as usize);
+            }
             Ok(())
         },
     )?;
-    Ok(null_key)
+    Ok(null_keys)
 }
 
 /// A transaction marker's kind (the control record key's type field).

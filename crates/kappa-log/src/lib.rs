@@ -45,6 +45,11 @@ pub enum LogError {
     /// (`message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`).
     #[error("{0}")]
     InvalidTimestamp(String),
+    /// Some records of a batch are invalid, for `reason`; nothing of the append was written.
+    /// `indices`: their positions within the first batch that has any (ascending), which the
+    /// broker reports as ProduceResponse `record_errors` (KIP-467).
+    #[error("invalid records at batch indices {indices:?}: {reason}")]
+    InvalidRecords { reason: String, indices: Vec<usize> },
     #[error("unknown producer id {0}: its state is gone; it must reinitialize")]
     UnknownProducerId(i64),
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]

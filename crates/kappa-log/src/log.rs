@@ -560,10 +560,14 @@ impl Log {
         if state.config.cleanup_policy.compacts() {
             let mut at = 0;
             for h in &headers {
-                if batch::has_null_key(&records[at..], h)? {
-                    return Err(LogError::InvalidRecord(
-                        "a compacted topic cannot accept a record without a key".into(),
-                    ));
+                // As Kafka's validator: the first batch with offending records fails the
+                // whole append, naming those records by their index within that batch.
+                let indices = batch::null_key_indices(&records[at..], h)?;
+                if !indices.is_empty() {
+                    return Err(LogError::InvalidRecords {
+                        reason: "a compacted topic cannot accept a record without a key".into(),
+                        indices,
+                    });
                 }
                 at += h.size;
             }

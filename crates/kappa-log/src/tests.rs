@@ -673,6 +673,35 @@ mod compaction {
     }
 
     #[test]
+    fn compacted_logs_name_the_records_without_a_key_and_write_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), compact_config(0), 0).unwrap();
+        for compression in [Compression::None, Compression::Gzip] {
+            // Records 0, 3 and 7 of ten have no key; the others are fine.
+            let records: Vec<_> = (0..10)
+                .map(|i| {
+                    let key = (![0, 3, 7].contains(&i)).then(|| Bytes::from(format!("k{i}")));
+                    let mut r =
+                        crate::records::plain_record(i, 0, key, Some(Bytes::from_static(b"v")));
+                    // One batch: offset - sequence constant, base sequence -1 (no producer).
+                    r.sequence = i as i32 - 1;
+                    r
+                })
+                .collect();
+            let batch = crate::records::encode_batch(&records, compression).unwrap();
+            match log.append(&batch, 0) {
+                Err(LogError::InvalidRecords { indices, reason }) => {
+                    assert_eq!(indices, vec![0, 3, 7]);
+                    assert!(reason.contains("key"), "{reason}");
+                }
+                other => panic!("expected InvalidRecords, got {other:?}"),
+            }
+            // Kafka rejects the whole batch: nothing was written.
+            assert_eq!(log.end_offset(), 0);
+        }
+    }
+
+    #[test]
     fn compacted_logs_refuse_records_without_a_key() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), compact_config(0), 0).unwrap();
@@ -681,7 +710,7 @@ mod compaction {
             let batch = crate::records::encode_batch(&[keyless], compression).unwrap();
             assert!(matches!(
                 log.append(&batch, 0),
-                Err(LogError::InvalidRecord(_))
+                Err(LogError::InvalidRecords { ref indices, .. }) if indices == &[0]
             ));
             log.append(&keyed("k", Some("v"), 0, compression), 0)
                 .unwrap();

@@ -51,6 +51,10 @@ pub struct DevArgs {
     /// overwriting its blocks rather than growing a new file [default: true]
     #[arg(long, env = "KAPPA_REUSE_SEGMENT_FILES")]
     reuse_segment_files: Option<bool>,
+    /// How long an empty group's first rebalance waits for more members, as Kafka's
+    /// `group.initial.rebalance.delay.ms` [default: 3000]
+    #[arg(long, env = "KAPPA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The whole TOML file: one table per part.
@@ -110,6 +114,9 @@ fn load(args: DevArgs) -> anyhow::Result<(BrokerConfig, HttpConfig, RegistryConf
     }
     if let Some(v) = args.reuse_segment_files {
         b.reuse_segment_files = v;
+    }
+    if let Some(v) = args.group_initial_rebalance_delay_ms {
+        b.group_initial_rebalance_delay_ms = v;
     }
     if b.flush != "always" && b.flush != "on-demand" {
         anyhow::bail!("flush must be 'always' or 'on-demand', not '{}'", b.flush);

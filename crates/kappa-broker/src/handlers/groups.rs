@@ -154,6 +154,7 @@ pub(super) async fn sync_group(
         .sync(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id,
             assignments,
         )
@@ -175,9 +176,12 @@ pub(super) fn heartbeat(
     ctx: &mut RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
-    let code = broker
-        .groups
-        .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
+    let code = broker.groups.heartbeat(
+        &req.group_id.0,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        req.generation_id,
+    );
     HeartbeatResponse::default().with_error_code(ctx.code(code))
 }
 
@@ -234,6 +238,7 @@ pub(super) async fn offset_commit(
         .commit(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id_or_member_epoch,
             wanted,
             &broker.topics,

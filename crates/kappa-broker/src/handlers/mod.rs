@@ -278,7 +278,9 @@ fn topic_error_code(e: &TopicError) -> ResponseError {
 fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
-        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::InvalidRecord(_) | LogError::InvalidRecords { .. } => {
+            ResponseError::InvalidRecord
+        }
         LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kappa_log::{AppendInfo, LogError};
@@ -18,6 +19,56 @@ use crate::topics::{now_ms, TopicError};
 use crate::txn::TXN_STATE_TOPIC;
 
 use super::{log_error_code, str_bytes, topic_error_code, Handled, RequestContext};
+
+/// Why a partition of a produce request was not appended: its error code, the message for
+/// ProduceResponse v8+ and, when only some records of the batch were at fault, which
+/// (`record_errors`, KIP-467; the batch as a whole is refused all the same, as in Kafka).
+struct Rejected {
+    code: ResponseError,
+    message: Option<String>,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl Rejected {
+    fn code(code: ResponseError) -> Self {
+        Rejected {
+            code,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+
+    fn from_log_error(e: &LogError) -> Self {
+        let LogError::InvalidRecords { reason, indices } = e else {
+            return Rejected {
+                code: log_error_code(e),
+                message: Some(e.to_string()),
+                record_errors: Vec::new(),
+            };
+        };
+        let record_errors = indices
+            .iter()
+            .filter_map(|&i| i32::try_from(i).ok())
+            .map(|i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(str_bytes(reason)))
+            })
+            .collect();
+        let shown: Vec<String> = indices.iter().take(3).map(|i| i.to_string()).collect();
+        let more = if indices.len() > 3 { ", ..." } else { "" };
+        Rejected {
+            code: ResponseError::InvalidRecord,
+            message: Some(format!(
+                "One or more records have been rejected due to {} record errors in total \
+                 (batch indices {}{more}): {reason}",
+                indices.len(),
+                shown.join(", "),
+            )),
+            record_errors,
+        }
+    }
+}
 
 /// Phase one, in request order: validate and append every partition's batches. Phase two,
 /// spawned: wait for the fsyncs acks=all asks for, then answer. The connection reads and
@@ -55,7 +106,7 @@ pub(super) async fn produce(
         )));
     }
     let mut streamed = std::mem::take(&mut ctx.streamed_records).into_iter();
-    type Appended = Result<(Arc<Syncer>, AppendInfo), (ResponseError, Option<String>)>;
+    type Appended = Result<(Arc<Syncer>, AppendInfo), Rejected>;
     let mut appends: Vec<(TopicName, i32, Appended)> = Vec::new();
     let now = now_ms();
     for topic_data in req.topic_data {
@@ -120,11 +171,11 @@ pub(super) async fn produce(
                     Ok(info) => Ok((syncer.clone(), info)),
                     Err(e) => {
                         tracing::debug!(topic = %name, partition = p.index, error = %e, "produce rejected");
-                        Err((log_error_code(&e), Some(e.to_string())))
+                        Err(Rejected::from_log_error(&e))
                     }
                 },
-                (Ok(_), None) => Err((ResponseError::CorruptMessage, None)),
-                (Err(e), _) => Err((e, None)),
+                (Ok(_), None) => Err(Rejected::code(ResponseError::CorruptMessage)),
+                (Err(e), _) => Err(Rejected::code(e)),
             };
             appends.push((topic_data.name.clone(), p.index, appended));
         }
@@ -183,7 +234,11 @@ pub(super) async fn produce(
                     _ => syncer.wait_written(info.last_offset + 1).await,
                 };
                 if let Err(e) = waited {
-                    outcome = Err((ResponseError::KafkaStorageError, Some(e)));
+                    outcome = Err(Rejected {
+                        code: ResponseError::KafkaStorageError,
+                        message: Some(e),
+                        record_errors: Vec::new(),
+                    });
                 }
             }
             let outcome = outcome.map(|(_, info)| info);
@@ -203,14 +258,21 @@ pub(super) async fn produce(
                             -1
                         });
                 }
-                Err((code, message)) => {
+                Err(Rejected {
+                    code,
+                    message,
+                    record_errors,
+                }) => {
                     if code.code() != 0 {
                         errors += 1;
                     }
-                    let message = message.filter(|_| version >= 8);
-                    resp = resp
-                        .with_error_code(code.code())
-                        .with_error_message(message.map(|m| str_bytes(&m)));
+                    // v8+ (KIP-467): which records of the batch were invalid, and why.
+                    if version >= 8 {
+                        resp = resp
+                            .with_error_message(message.map(|m| str_bytes(&m)))
+                            .with_record_errors(record_errors);
+                    }
+                    resp = resp.with_error_code(code.code());
                 }
             }
             by_topic
