@@ -19,3 +19,11 @@ fi
 
 export KAPPA_BIN="$CARGO_TARGET_DIR/debug/kappa"
 .venv/bin/python -m pytest -q tests/e2e
+
+# librdkafka's own test suite against `kappa dev` (scripts/librdkafka-suite.sh; `--all` runs
+# every single-broker entry, docs/benchmarks.md and the README say how it went): in CI, the
+# entries for what the broker does most (produce, consume, offsets, groups, idempotence,
+# transactions, aborted messages, record errors, static membership). 0113 (cooperative
+# rebalances, about 10 minutes) runs with `--all`.
+bash scripts/librdkafka-suite.sh 0001 0002 0005 0011 0012 0013 0015 0022 0030 0055 0061 0090 \
+  0092 0094 0102 0103 0129 0137

@@ -596,7 +596,9 @@ fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// A Kafka release as `MetadataVersion` (3.x) spells them: `0.10.2`, `2.8`, `3.0-IV1`.
+/// A Kafka release as `MetadataVersion` (3.x) reads them: `0.10.2`, `2.8`, `3.0-IV1`; as
+/// there, segments past the release's (three for 0.x, two after) are ignored: `0.10.0.0`
+/// and `2.8.1` are accepted (librdkafka's tests set `0.10.0.0`).
 fn is_kafka_version(v: &str) -> bool {
     let (release, iv) = match v.split_once("-IV") {
         Some((r, iv)) => (r, Some(iv)),
@@ -605,8 +607,9 @@ fn is_kafka_version(v: &str) -> bool {
     let parts: Vec<&str> = release.split('.').collect();
     let numeric = |s: &&str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     let known_major = matches!(parts.first(), Some(&("0" | "1" | "2" | "3")));
+    let needed = if parts.first() == Some(&"0") { 3 } else { 2 };
     known_major
-        && (2..=3).contains(&parts.len())
+        && (needed..=4).contains(&parts.len())
         && parts.iter().all(numeric)
         && iv.is_none_or(|i| numeric(&i))
 }
@@ -988,5 +991,22 @@ mod tests {
             [("log.index.size.max.bytes".to_string(), "2".to_string())].into()
         )
         .is_err());
+    }
+
+    #[test]
+    fn message_format_versions_read_as_kafka_reads_them() {
+        for ok in [
+            "0.10.0",
+            "0.10.0.0",
+            "0.10.0-IV1",
+            "2.8",
+            "2.8.1",
+            "3.0-IV1",
+        ] {
+            assert!(is_kafka_version(ok), "{ok}");
+        }
+        for bad in ["0.10", "4.0", "x.1", "2", "", "2.8.1.1.1"] {
+            assert!(!is_kafka_version(bad), "{bad}");
+        }
     }
 }
