@@ -63,8 +63,8 @@ pub enum Check {
 pub enum Support {
     /// Changes how the partition logs behave.
     Honoured,
-    /// Accepted, validated, kept and described; it has no effect on a single node (or, for
-    /// compression.type, the broker does not recompress: batches stay as producers sent them).
+    /// Accepted, validated, kept and described; it has no effect on a single node (the codec
+    /// levels: batches are re-encoded at each codec's default level).
     Stored,
 }
 
@@ -174,7 +174,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         "producer",
         OneOf(COMPRESSION_TYPES),
         &[same("compression.type")],
-        Stored,
+        Honoured,
     ),
     def(
         "compression.zstd.level",

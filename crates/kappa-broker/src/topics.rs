@@ -344,6 +344,14 @@ impl TopicRegistry {
             segment_index_bytes: num("segment.index.bytes", base.segment_index_bytes as i64).max(4)
                 as u64,
             segment_jitter_ms: num("segment.jitter.ms", 0),
+            recompress: match get("compression.type").as_deref() {
+                Some("uncompressed") => Some(kafka_protocol::records::Compression::None),
+                Some("gzip") => Some(kafka_protocol::records::Compression::Gzip),
+                Some("snappy") => Some(kafka_protocol::records::Compression::Snappy),
+                Some("lz4") => Some(kafka_protocol::records::Compression::Lz4),
+                Some("zstd") => Some(kafka_protocol::records::Compression::Zstd),
+                _ => None,
+            },
             flush_messages: num("flush.messages", i64::MAX),
             flush_ms: num("flush.ms", i64::MAX),
             file_delete_delay_ms: num("file.delete.delay.ms", 60_000),

@@ -85,6 +85,9 @@ pub struct LogConfig {
     /// With CreateTime: a batch with a timestamp more than this after the broker's clock is
     /// refused (`message.timestamp.after.max.ms`).
     pub timestamp_after_max_ms: i64,
+    /// `compression.type` other than `producer`: batches are stored with this codec,
+    /// re-encoded on append when the producer used another (as Kafka does). `None`: as sent.
+    pub recompress: Option<kafka_protocol::records::Compression>,
 }
 
 impl LogConfig {
@@ -151,6 +154,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            recompress: None,
         }
     }
 }

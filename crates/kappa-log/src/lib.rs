@@ -13,6 +13,7 @@ mod config;
 mod direct;
 mod log;
 pub mod producer_state;
+mod recompress;
 pub mod records;
 mod segment;
 #[cfg(test)]

@@ -534,6 +534,14 @@ impl Log {
         now_ms: i64,
         marker: Option<ControlType>,
     ) -> Result<AppendInfo> {
+        // compression.type: batches in another codec are re-encoded first (a copy; the
+        // records then go the usual way).
+        let target = self.lock().config.recompress;
+        if let (Some(target), None) = (target, marker) {
+            if let Some(reencoded) = crate::recompress::recompress(incoming.bytes(), target)? {
+                return self.append_incoming(Incoming::Borrowed(&reencoded), now_ms, None);
+            }
+        }
         let records = incoming.bytes();
         // Bodies (CRC, record framing) are checked on the staged copy, in `stamp`.
         let mut headers = batch::validate_all_but_body(records)?;
