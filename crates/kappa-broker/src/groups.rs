@@ -864,6 +864,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         producer_id: i64,
         producer_epoch: i16,
@@ -876,7 +877,7 @@ impl GroupCoordinator {
         if generation >= 0 || !member_id.is_empty() {
             let groups = self.lock();
             match groups.get(group_id) {
-                Some(group) => group.check_member(member_id, None, generation)?,
+                Some(group) => group.check_member(member_id, instance_id, generation)?,
                 None => return Err(ResponseError::IllegalGeneration),
             }
         }
@@ -1396,6 +1397,22 @@ mod tests {
             c.commit("g", old, Some(follower_instance), g, Vec::new(), topics)
                 .await
                 .err(),
+            Some(ResponseError::FencedInstanceId)
+        );
+        // A transactional offset commit of the replaced instance is fenced the same way.
+        assert_eq!(
+            c.txn_commit(
+                "g",
+                old,
+                Some(follower_instance),
+                g,
+                7,
+                0,
+                Vec::new(),
+                topics
+            )
+            .await
+            .err(),
             Some(ResponseError::FencedInstanceId)
         );
         assert_eq!(c.leave("g", old, Some(follower_instance)), fenced);

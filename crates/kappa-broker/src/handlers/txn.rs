@@ -294,16 +294,22 @@ pub async fn txn_offset_commit(
             all(code)
         }
         Ok(()) => {
-            let (member, generation) = if ctx.api_version >= 3 {
-                (req.member_id.to_string(), req.generation_id)
+            // v3+ (KIP-447): the member, its generation and static instance id are checked.
+            let (member, instance, generation) = if ctx.api_version >= 3 {
+                (
+                    req.member_id.to_string(),
+                    req.group_instance_id.as_ref().map(|i| i.to_string()),
+                    req.generation_id,
+                )
             } else {
-                (String::new(), -1)
+                (String::new(), None, -1)
             };
             match broker
                 .groups
                 .txn_commit(
                     &req.group_id.0,
                     &member,
+                    instance.as_deref(),
                     generation,
                     req.producer_id.0,
                     req.producer_epoch,
