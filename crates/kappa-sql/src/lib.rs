@@ -6,5 +6,6 @@ pub mod catalog;
 pub mod parser;
 pub mod planner;
 pub mod service;
+pub mod settings;
 
 pub use parser::SqlError;

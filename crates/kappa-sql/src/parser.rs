@@ -91,6 +91,12 @@ pub struct CreateTable {
     pub or_replace: bool,
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<WatermarkDef>,
+    /// `PRIMARY KEY (a, b) NOT ENFORCED` (or the column form): the key's columns, in key
+    /// order. As in Flink, the key is not enforced: it says which columns key the records
+    /// (for `upsert-kafka`, the Kafka message key).
+    pub primary_key: Option<Vec<String>>,
+    /// Where the primary key was declared.
+    pub primary_key_span: Option<Span>,
     pub options: BTreeMap<String, String>,
 }
 
@@ -433,8 +439,9 @@ fn create_table(
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = object_name(p)?;
     p.expect_token(&Token::LParen).map_err(|e| err_at(p, e))?;
-    let mut columns = Vec::new();
+    let mut columns: Vec<ColumnDef> = Vec::new();
     let mut watermark = None;
+    let mut primary_key: Option<(Vec<Ident>, Span)> = None;
     loop {
         let at = p.peek_token();
         if word_is(&at.token, "WATERMARK") {
@@ -456,21 +463,11 @@ fn create_table(
                 expr_sql: lines.slice(e_start, e_end).to_string(),
                 span: at.span,
             });
-        } else if p.parse_keyword(Keyword::PRIMARY) || p.parse_keyword(Keyword::CONSTRAINT) {
-            // PRIMARY KEY (...) NOT ENFORCED: accepted for Flink compatibility, not enforced
-            while !matches!(
-                p.peek_token().token,
-                Token::Comma | Token::RParen | Token::EOF
-            ) {
-                if p.consume_token(&Token::LParen) {
-                    let _ = p
-                        .parse_comma_separated(|p| p.parse_identifier())
-                        .map_err(|e| err_at(p, e))?;
-                    p.expect_token(&Token::RParen).map_err(|e| err_at(p, e))?;
-                } else {
-                    p.next_token();
-                }
-            }
+        } else if matches!(&at.token, Token::Word(w) if w.quote_style.is_none()
+            && (w.keyword == Keyword::PRIMARY || w.keyword == Keyword::CONSTRAINT))
+        {
+            let columns = primary_key_constraint(p, true)?;
+            set_primary_key(&mut primary_key, columns, at.span)?;
         } else {
             let name: Ident = p.parse_identifier().map_err(|e| err_at(p, e))?;
             if matches!(p.peek_token().token, Token::Word(ref w) if w.keyword == Keyword::AS) {
@@ -502,6 +499,13 @@ fn create_table(
                     };
                     col.metadata = Some(key);
                     let _ = p.parse_keyword(Keyword::VIRTUAL);
+                } else if matches!(&p.peek_token().token, Token::Word(w) if w.quote_style.is_none()
+                    && (w.keyword == Keyword::PRIMARY || w.keyword == Keyword::CONSTRAINT))
+                {
+                    let pk_at = p.peek_token().span;
+                    primary_key_constraint(p, false)?;
+                    let column = Ident::with_span(col.span, col.name.clone());
+                    set_primary_key(&mut primary_key, vec![column], pk_at)?;
                 } else {
                     break;
                 }
@@ -514,6 +518,10 @@ fn create_table(
         p.expect_token(&Token::RParen).map_err(|e| err_at(p, e))?;
         break;
     }
+    let (primary_key, primary_key_span) = match primary_key {
+        Some((key, span)) => (Some(check_primary_key(&key, &mut columns)?), Some(span)),
+        None => (None, None),
+    };
     if p.parse_keyword(Keyword::COMMENT) {
         p.parse_literal_string().map_err(|e| err_at(p, e))?;
     }
@@ -543,8 +551,102 @@ fn create_table(
         or_replace,
         columns,
         watermark,
+        primary_key,
+        primary_key_span,
         options,
     }))
+}
+
+/// Kappa, like Flink, does not own the data, so it cannot check a key: only `NOT ENFORCED`.
+const PK_ENFORCED: &str = "Kappa doesn't support ENFORCED mode for PRIMARY KEY constraint. ENFORCED/NOT ENFORCED controls if the constraint checks are performed on the incoming/outgoing data. Kappa does not own the data therefore the only supported mode is the NOT ENFORCED mode";
+
+/// `[CONSTRAINT name] PRIMARY KEY [(a, b)] NOT ENFORCED`, the column list only in the table
+/// form (`with_columns`). Returns the listed columns (empty in the column form).
+fn primary_key_constraint(p: &mut Parser<'_>, with_columns: bool) -> Result<Vec<Ident>, SqlError> {
+    if p.parse_keyword(Keyword::CONSTRAINT) {
+        p.parse_identifier().map_err(|e| err_at(p, e))?;
+    }
+    let at = p.peek_token();
+    if !p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+        return Err(SqlError::new(
+            format!(
+                "expected PRIMARY KEY, found '{}' (PRIMARY KEY is the only supported constraint)",
+                at.token
+            ),
+            at.span.start,
+        ));
+    }
+    let mut key = Vec::new();
+    if with_columns {
+        p.expect_token(&Token::LParen).map_err(|e| err_at(p, e))?;
+        key = p
+            .parse_comma_separated(|p| p.parse_identifier())
+            .map_err(|e| err_at(p, e))?;
+        p.expect_token(&Token::RParen).map_err(|e| err_at(p, e))?;
+    }
+    let mode = p.peek_token();
+    if p.parse_keyword(Keyword::NOT) {
+        let next = p.peek_token();
+        if word_is(&next.token, "ENFORCED") {
+            p.next_token();
+            return Ok(key);
+        }
+        return Err(SqlError::new(
+            format!("expected ENFORCED after NOT, found '{}'", next.token),
+            next.span.start,
+        ));
+    }
+    Err(SqlError::new(PK_ENFORCED, mode.span.start))
+}
+
+fn set_primary_key(
+    slot: &mut Option<(Vec<Ident>, Span)>,
+    columns: Vec<Ident>,
+    span: Span,
+) -> Result<(), SqlError> {
+    if slot.is_some() {
+        return Err(SqlError::new(
+            "Duplicate primary key definition: a table declares at most one PRIMARY KEY (list several columns in PRIMARY KEY (a, b) NOT ENFORCED)",
+            span.start,
+        ));
+    }
+    *slot = Some((columns, span));
+    Ok(())
+}
+
+/// The key's columns must be distinct physical columns of the table. As in Flink they become
+/// NOT NULL; the Arrow field stays nullable (NOT NULL is declared, not enforced).
+fn check_primary_key(key: &[Ident], columns: &mut [ColumnDef]) -> Result<Vec<String>, SqlError> {
+    let mut names: Vec<String> = Vec::new();
+    for k in key {
+        if names.contains(&k.value) {
+            return Err(SqlError::new(
+                format!("column '{}' appears twice in the PRIMARY KEY", k.value),
+                k.span.start,
+            ));
+        }
+        let Some(col) = columns.iter_mut().find(|c| c.name == k.value) else {
+            return Err(SqlError::new(
+                format!(
+                    "Primary key column '{}' is not defined in the schema",
+                    k.value
+                ),
+                k.span.start,
+            ));
+        };
+        if col.metadata.is_some() {
+            return Err(SqlError::new(
+                format!(
+                    "Could not create a PRIMARY KEY with column '{}': a PRIMARY KEY constraint must be declared on physical columns, not METADATA ones",
+                    k.value
+                ),
+                k.span.start,
+            ));
+        }
+        col.not_null = true;
+        names.push(k.value.clone());
+    }
+    Ok(names)
 }
 
 /// Replaces each `TABLE(TUMBLE|HOP|CUMULATE|SESSION(...))` by a quoted identifier naming the
@@ -1010,6 +1112,86 @@ mod tests {
         assert!(e.message.contains("computed column"), "{e}");
         let e = parse_script("SELECT 'unterminated", &mut n).unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    fn create(sql: &str) -> CreateTable {
+        match one(sql).statement {
+            Statement::CreateTable(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn primary_keys_in_table_and_column_form() {
+        let t = create(
+            "CREATE TABLE t (a BIGINT, b STRING, c INT, PRIMARY KEY (b, a) NOT ENFORCED) WITH ('connector' = 'kafka')",
+        );
+        assert_eq!(t.primary_key, Some(vec!["b".to_string(), "a".to_string()]));
+        let span = t.primary_key_span.unwrap();
+        assert_eq!((span.start.line, span.start.column), (1, 44));
+        // key columns are NOT NULL, as in Flink
+        let not_null: Vec<bool> = t.columns.iter().map(|c| c.not_null).collect();
+        assert_eq!(not_null, [true, true, false]);
+        let t = create(
+            "CREATE TABLE t (a BIGINT, CONSTRAINT pk_t PRIMARY KEY (a) NOT ENFORCED, b STRING)",
+        );
+        assert_eq!(t.primary_key, Some(vec!["a".to_string()]));
+        let t = create("CREATE TABLE t (id BIGINT PRIMARY KEY NOT ENFORCED, v STRING)");
+        assert_eq!(t.primary_key, Some(vec!["id".to_string()]));
+        let t = create(
+            "CREATE TABLE t (id BIGINT NOT NULL CONSTRAINT pk PRIMARY KEY NOT ENFORCED COMMENT 'k', v STRING)",
+        );
+        assert_eq!(t.primary_key, Some(vec!["id".to_string()]));
+        let t = create("CREATE TABLE t (`Id` BIGINT, PRIMARY KEY (`Id`) NOT ENFORCED)");
+        assert_eq!(t.primary_key, Some(vec!["Id".to_string()]));
+        let t = create("CREATE TABLE t (a BIGINT)");
+        assert_eq!((t.primary_key, t.primary_key_span), (None, None));
+    }
+
+    #[test]
+    fn bad_primary_keys_are_refused_where_they_are() {
+        let mut n = 0;
+        let mut err = |sql: &str| parse_script(sql, &mut n).unwrap_err();
+        let e = err("CREATE TABLE t (a BIGINT, PRIMARY KEY (a))");
+        assert!(
+            e.message.starts_with("Kappa doesn't support ENFORCED mode"),
+            "{e}"
+        );
+        assert!(e.message.contains("NOT ENFORCED mode"), "{e}");
+        assert_eq!((e.line, e.column), (1, 42), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT, PRIMARY KEY (a) ENFORCED)");
+        assert!(e.message.contains("ENFORCED mode"), "{e}");
+        assert_eq!((e.line, e.column), (1, 43), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT PRIMARY KEY, b INT)");
+        assert!(e.message.contains("ENFORCED mode"), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT PRIMARY KEY NOT NULL)");
+        assert!(e.message.contains("expected ENFORCED after NOT"), "{e}");
+        let e = err(
+            "CREATE TABLE t (a BIGINT PRIMARY KEY NOT ENFORCED,\n b INT, PRIMARY KEY (b) NOT ENFORCED)",
+        );
+        assert!(e.message.contains("Duplicate primary key"), "{e}");
+        assert_eq!((e.line, e.column), (2, 9), "{e}");
+        let e =
+            err("CREATE TABLE t (a INT PRIMARY KEY NOT ENFORCED, b INT PRIMARY KEY NOT ENFORCED)");
+        assert!(e.message.contains("Duplicate primary key"), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT,\n PRIMARY KEY (a, nope) NOT ENFORCED)");
+        assert_eq!(
+            e.message,
+            "Primary key column 'nope' is not defined in the schema"
+        );
+        assert_eq!((e.line, e.column), (2, 18), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT, PRIMARY KEY (a, a) NOT ENFORCED)");
+        assert!(e.message.contains("twice"), "{e}");
+        let e = err(
+            "CREATE TABLE t (a BIGINT, o BIGINT METADATA FROM 'offset', PRIMARY KEY (o) NOT ENFORCED)",
+        );
+        assert!(e.message.contains("physical columns"), "{e}");
+        let e = err("CREATE TABLE t (a BIGINT, CONSTRAINT u UNIQUE (a))");
+        assert!(
+            e.message
+                .contains("PRIMARY KEY is the only supported constraint"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -377,7 +377,7 @@ impl SqlService {
                         .map(|c| json!({"name": c.name, "type": c.data_type.to_string(), "nullable": !c.not_null, "metadata": c.metadata}))
                         .collect();
                     return Ok(
-                        json!({"statement": "DESCRIBE", "name": name, "columns": rows, "watermark": t.def.watermark.as_ref().map(|w| format!("{} AS {}", w.column, w.expr_sql)), "options": t.def.options}),
+                        json!({"statement": "DESCRIBE", "name": name, "columns": rows, "watermark": t.def.watermark.as_ref().map(|w| format!("{} AS {}", w.column, w.expr_sql)), "primary_key": t.def.primary_key, "options": t.def.options}),
                     );
                 }
                 if let Some(v) = state.catalog.view(&name) {
