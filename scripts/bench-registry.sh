@@ -6,6 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kappa/target}"
+bash "$root/scripts/build-deps.sh"
 cargo build --release --manifest-path "$root/Cargo.toml" --bin kappa >&2
 kappa="$CARGO_TARGET_DIR/release/kappa"
 dir="$(mktemp -d "${BENCH_DIR:-$root}/.bench.XXXXXX")"

@@ -249,6 +249,7 @@ ensure_suite
 KAPPA_BIN="${KAPPA_BIN:-$CARGO_TARGET_DIR/debug/kappa}"
 if [ ! -x "$KAPPA_BIN" ]; then
   log "building kappa ($KAPPA_BIN)"
+  bash "$root/scripts/build-deps.sh"
   cargo build --manifest-path "$root/Cargo.toml" --bin kappa >&2
 fi
 

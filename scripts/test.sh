@@ -6,6 +6,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kappa/target}"
 
+bash scripts/build-deps.sh
 bash scripts/setup-test-deps.sh
 
 cargo fmt --all -- --check

@@ -21,10 +21,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use datafusion::sql::sqlparser::tokenizer::Location;
-use kappa_stream::aggregate::{AggregateCall, GroupColumn, WindowAggregate};
-use kappa_stream::operator::Operator;
-use kappa_stream::session::SessionAggregate;
-use kappa_stream::window::{windowed_schema, WindowAssign, WindowKind};
+use kappa_stream::aggregate::{AggregateCall, GroupColumn};
+use kappa_stream::operators::OpSpec;
+use kappa_stream::window::{windowed_schema, WindowKind};
 
 use crate::catalog::{Catalog, Table};
 use crate::parser::{parse_script, SqlError, Statement, WindowCall};
@@ -32,8 +31,11 @@ use crate::parser::{parse_script, SqlError, Statement, WindowCall};
 /// A planned pipeline body: the source table it reads and the operators after it.
 pub struct Lowered {
     pub source: String,
-    pub ops: Vec<Operator>,
+    pub ops: Vec<OpSpec>,
     pub schema: SchemaRef,
+    /// The result is an updating stream (a non-windowed aggregation): only an upsert table
+    /// can take it. Holds a description of the node that makes it so.
+    pub updating: Option<String>,
 }
 
 struct WindowBinding {
@@ -249,11 +251,11 @@ impl<'a> Planner<'a> {
         let mut seen_assign: Option<usize> = None;
         for i in 0..ops.len() {
             match &ops[i] {
-                Operator::WindowAssign(_) => seen_assign = Some(i),
-                Operator::WindowAggregate(_) | Operator::SessionAggregate(_) => {
+                OpSpec::WindowAssign { .. } => seen_assign = Some(i),
+                OpSpec::WindowAggregate { .. } | OpSpec::SessionAggregate { .. } => {
                     if let Some(a) = seen_assign.take() {
-                        if let Operator::WindowAssign(w) = &mut ops[a] {
-                            w.drop_late = true;
+                        if let OpSpec::WindowAssign { drop_late, .. } = &mut ops[a] {
+                            *drop_late = true;
                         }
                     }
                 }
@@ -262,10 +264,41 @@ impl<'a> Planner<'a> {
         }
         let source =
             source.ok_or_else(|| SqlError::new("the query reads no table", self.fallback))?;
+        // what an updating aggregation feeds: projections only (a filter would need
+        // retractions of rows that stop matching)
+        let mut updating = None;
+        for op in &ops {
+            match op {
+                OpSpec::GroupAggregate { keys, calls, .. } => {
+                    if updating.is_some() {
+                        return Err(self.unsupported("an aggregation over an updating result"));
+                    }
+                    updating = Some(format!(
+                        "GroupAggregate(groupBy=[{}], select=[{}])",
+                        keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
+                        calls.iter().map(|c| c.function.name().to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                OpSpec::Filter { .. } if updating.is_some() => {
+                    return Err(self.unsupported(
+                        "HAVING (a filter over a non-windowed aggregation)",
+                    ))
+                }
+                OpSpec::WindowAssign { .. }
+                | OpSpec::WindowAggregate { .. }
+                | OpSpec::SessionAggregate { .. }
+                    if updating.is_some() =>
+                {
+                    return Err(self.unsupported("a window over an updating result"))
+                }
+                _ => {}
+            }
+        }
         Ok(Lowered {
             source,
             ops,
             schema: Arc::new(plan.schema().as_arrow().clone()),
+            updating,
         })
     }
 
@@ -286,7 +319,7 @@ impl<'a> Planner<'a> {
     fn lower_into(
         &self,
         plan: &LogicalPlan,
-        ops: &mut Vec<Operator>,
+        ops: &mut Vec<OpSpec>,
         source: &mut Option<String>,
         window_cols: &mut Option<(usize, usize, WindowKind)>,
     ) -> Result<(), SqlError> {
@@ -297,12 +330,12 @@ impl<'a> Planner<'a> {
                     self.lower_into(&binding.input, ops, source, window_cols)?;
                     let input_schema = binding.input.schema().as_arrow().clone();
                     let n = input_schema.fields().len();
-                    ops.push(Operator::WindowAssign(WindowAssign::new(
-                        binding.call.kind.clone(),
-                        binding.time_index,
-                        &input_schema,
-                        false,
-                    )));
+                    ops.push(OpSpec::WindowAssign {
+                        kind: binding.call.kind.clone(),
+                        time_column: binding.time_index,
+                        input: Arc::new(input_schema),
+                        drop_late: false,
+                    });
                     *window_cols = Some((n, n + 1, binding.call.kind.clone()));
                 } else if self.catalog.tables.contains_key(&name) {
                     if source.is_some() {
@@ -328,7 +361,7 @@ impl<'a> Planner<'a> {
                         })
                         .collect();
                     *window_cols = remap(window_cols, projection);
-                    ops.push(Operator::Project {
+                    ops.push(OpSpec::Project {
                         exprs,
                         schema: Arc::new(scan.projected_schema.as_arrow().clone()),
                     });
@@ -356,7 +389,7 @@ impl<'a> Planner<'a> {
                     let ne = passthrough.iter().position(|x| *x == Some(e))?;
                     Some((ns, ne, k))
                 });
-                ops.push(Operator::Project {
+                ops.push(OpSpec::Project {
                     exprs,
                     schema: Arc::new(p.schema.as_arrow().clone()),
                 });
@@ -365,7 +398,7 @@ impl<'a> Planner<'a> {
             LogicalPlan::Filter(f) => {
                 self.lower_into(&f.input, ops, source, window_cols)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
-                ops.push(Operator::Filter { predicate });
+                ops.push(OpSpec::Filter { predicate });
                 Ok(())
             }
             LogicalPlan::SubqueryAlias(a) => self.lower_into(&a.input, ops, source, window_cols),
@@ -373,10 +406,7 @@ impl<'a> Planner<'a> {
                 self.lower_into(&agg.input, ops, source, window_cols)?;
                 let input_schema = agg.input.schema();
                 let Some((ws, we, kind)) = window_cols.clone() else {
-                    return Err(SqlError::new(
-                        "GROUP BY without a window is an updating aggregation, which Kappa does not run yet: aggregate over TABLE(TUMBLE|HOP|CUMULATE(...)) and GROUP BY window_start, window_end",
-                        self.fallback,
-                    ));
+                    return self.lower_group_aggregate(agg, ops);
                 };
                 let mut layout = Vec::new();
                 let mut keys = Vec::new();
@@ -404,48 +434,34 @@ impl<'a> Planner<'a> {
                         self.fallback,
                     ));
                 }
-                let arrow_input = input_schema.as_arrow();
-                let props = self.ctx.state().execution_props().clone();
-                let planning = PhysicalPlanningContext::default();
-                let calls = agg
-                    .aggr_expr
-                    .iter()
-                    .map(|e| {
-                        let lowered = LoweredAggregateBuilder::new(
-                            e,
-                            input_schema,
-                            arrow_input,
-                            &props,
-                            &planning,
-                        )
-                        .build()
-                        .map_err(|e| self.error(e))?;
-                        if !lowered.order_bys.is_empty() {
-                            return Err(
-                                self.unsupported("an ordered aggregate (ORDER BY inside the call)")
-                            );
-                        }
-                        Ok(AggregateCall {
-                            function: lowered.aggregate,
-                            filter: lowered.filter,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, SqlError>>()?;
+                let calls = self.aggregate_calls(agg)?;
                 let schema = Arc::new(agg.schema.as_arrow().clone());
+                let input = Arc::new(input_schema.as_arrow().clone());
                 let op = match kind {
                     WindowKind::Session { .. } if calls.iter().any(|c| c.filter.is_some()) => {
                         return Err(
                             self.unsupported("FILTER (WHERE ...) in a SESSION window aggregation")
                         )
                     }
-                    WindowKind::Session { gap } => {
-                        SessionAggregate::new(gap, ws, keys, layout, calls, schema, arrow_input)
-                            .map(|op| Operator::SessionAggregate(Box::new(op)))
-                    }
-                    _ => WindowAggregate::new(ws, we, keys, layout, calls, schema, arrow_input)
-                        .map(|op| Operator::WindowAggregate(Box::new(op))),
-                }
-                .map_err(|e| SqlError::new(e.to_string(), self.fallback))?;
+                    WindowKind::Session { gap } => OpSpec::SessionAggregate {
+                        gap,
+                        time_column: ws,
+                        keys,
+                        layout,
+                        calls,
+                        schema,
+                        input,
+                    },
+                    _ => OpSpec::WindowAggregate {
+                        window_start: ws,
+                        window_end: we,
+                        keys,
+                        layout,
+                        calls,
+                        schema,
+                        input,
+                    },
+                };
                 ops.push(op);
                 // window_start/window_end of the output are plain columns from here on
                 *window_cols = None;
@@ -463,6 +479,59 @@ impl<'a> Planner<'a> {
             )),
             other => Err(self.unsupported(&format!("'{}'", other.display()))),
         }
+    }
+}
+
+impl Planner<'_> {
+    /// The aggregate calls of an aggregation, as DataFusion lowers them.
+    fn aggregate_calls(
+        &self,
+        agg: &datafusion::logical_expr::Aggregate,
+    ) -> Result<Vec<AggregateCall>, SqlError> {
+        let input_schema = agg.input.schema();
+        let arrow_input = input_schema.as_arrow();
+        let props = self.ctx.state().execution_props().clone();
+        let planning = PhysicalPlanningContext::default();
+        agg.aggr_expr
+            .iter()
+            .map(|e| {
+                let lowered =
+                    LoweredAggregateBuilder::new(e, input_schema, arrow_input, &props, &planning)
+                        .build()
+                        .map_err(|e| self.error(e))?;
+                if !lowered.order_bys.is_empty() {
+                    return Err(self.unsupported("an ordered aggregate (ORDER BY inside the call)"));
+                }
+                Ok(AggregateCall {
+                    function: lowered.aggregate,
+                    filter: lowered.filter,
+                })
+            })
+            .collect()
+    }
+
+    /// `GROUP BY` without a window: an updating aggregation.
+    fn lower_group_aggregate(
+        &self,
+        agg: &datafusion::logical_expr::Aggregate,
+        ops: &mut Vec<OpSpec>,
+    ) -> Result<(), SqlError> {
+        let input_schema = agg.input.schema();
+        let mut keys = Vec::new();
+        for g in &agg.group_expr {
+            if let Expr::GroupingSet(_) = g {
+                return Err(self.unsupported("GROUPING SETS"));
+            }
+            keys.push(self.physical(g, input_schema)?);
+        }
+        let calls = self.aggregate_calls(agg)?;
+        ops.push(OpSpec::GroupAggregate {
+            keys,
+            calls,
+            schema: Arc::new(agg.schema.as_arrow().clone()),
+            input: Arc::new(input_schema.as_arrow().clone()),
+        });
+        Ok(())
     }
 }
 
@@ -497,7 +566,7 @@ pub fn sink_projection(
     sink: &Table,
     insert_columns: &[String],
     at: Location,
-) -> Result<Option<Operator>, SqlError> {
+) -> Result<Option<OpSpec>, SqlError> {
     let sink_schema = &sink.schema;
     let targets: Vec<usize> = if insert_columns.is_empty() {
         (0..sink_schema.fields().len()).collect()
@@ -564,7 +633,7 @@ pub fn sink_projection(
             }
         }
     }
-    Ok(Some(Operator::Project {
+    Ok(Some(OpSpec::Project {
         exprs,
         schema: Arc::new(Schema::new(fields)),
     }))
@@ -632,13 +701,13 @@ mod tests {
         let c = catalog();
         let l = plan(&c, "INSERT INTO out SELECT window_start, window_end, auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) WHERE price > 10 GROUP BY window_start, window_end, auction").await.unwrap();
         assert_eq!(l.source, "bids");
-        let names: Vec<String> = l.ops.iter().map(Operator::name).collect();
+        let names: Vec<String> = l.ops.iter().map(OpSpec::name).collect();
         assert!(
             names.starts_with(&["window_assign_tumble".to_string(), "filter".to_string()]),
             "{names:?}"
         );
         assert!(names.contains(&"window_aggregate".to_string()), "{names:?}");
-        assert!(matches!(&l.ops[0], Operator::WindowAssign(w) if w.drop_late));
+        assert!(matches!(&l.ops[0], OpSpec::WindowAssign { drop_late: true, .. }));
         assert!(sink_projection(
             &l.schema,
             &c.tables["out"],
@@ -680,11 +749,19 @@ mod tests {
     #[tokio::test]
     async fn unbounded_aggregations_and_unsupported_clauses_are_refused() {
         let c = catalog();
-        let e = plan(&c, "SELECT auction, COUNT(*) FROM bids GROUP BY auction")
+        let l = plan(&c, "SELECT auction, COUNT(*) FROM bids GROUP BY auction")
             .await
-            .err()
             .unwrap();
-        assert!(e.message.contains("GROUP BY without a window"), "{e}");
+        assert!(l.updating.as_deref().is_some_and(|u| u.starts_with("GroupAggregate")));
+        assert!(matches!(l.ops.last(), Some(OpSpec::GroupAggregate { .. }) | Some(OpSpec::Project { .. })));
+        let e = plan(
+            &c,
+            "SELECT auction, COUNT(*) FROM bids GROUP BY auction HAVING COUNT(*) > 2",
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.message.contains("HAVING"), "{e}");
         let e = plan(&c, "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '1' MINUTE)) GROUP BY window_start").await.err().unwrap();
         assert!(e.message.contains("window_start and window_end"), "{e}");
         let e = plan(&c, "SELECT auction FROM bids ORDER BY auction")
@@ -746,6 +823,6 @@ mod tests {
             Location { line: 1, column: 1 },
         )
         .unwrap();
-        assert!(matches!(p, Some(Operator::Project { schema, .. }) if schema.fields().len() == 4));
+        assert!(matches!(p, Some(OpSpec::Project { schema, .. }) if schema.fields().len() == 4));
     }
 }

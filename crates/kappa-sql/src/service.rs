@@ -15,11 +15,14 @@ use kappa_stream::operator::Dataflow;
 use kappa_stream::pipeline::{
     self, PipelineControl, PipelineRun, PipelineState, SinkSpec, SourceSpec,
 };
+use kappa_stream::runtime::{self, Delivery, RunSettings, RunSpec, RuntimeControl};
+use kappa_stream::state::StateConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::catalog::{source_layout, table_from_def, Catalog, Table, View};
+use crate::catalog::{source_layout, table_from_def, Catalog, DeliveryGuarantee, Table, View};
+use crate::settings::{PipelineSettings, Runtime};
 use crate::parser::{parse_script, parse_script_prefix, SqlError, Statement};
 use crate::planner::{sink_projection, Planner};
 
@@ -31,10 +34,85 @@ struct Pipeline {
     running: bool,
     /// Started at least once: later starts resume from the group's committed offsets.
     started: bool,
+    /// The settings in force when the pipeline was created (`SET ...`).
+    settings: Settings,
     metrics: Arc<PipelineMetrics>,
     control: Option<Arc<PipelineControl>>,
+    runtime: Option<Arc<RuntimeControl>>,
     thread: Option<std::thread::JoinHandle<()>>,
     start_error: Option<String>,
+}
+
+/// A pipeline's settings as persisted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub checkpoint_interval_ms: u64,
+    pub parallelism: Option<usize>,
+    pub state_ttl_ms: u64,
+    /// "v2" (default) or "v1".
+    pub runtime: String,
+    #[serde(default)]
+    pub block_cache_bytes: Option<u64>,
+    #[serde(default)]
+    pub write_buffer_bytes: Option<u64>,
+    #[serde(default)]
+    pub write_buffer_count: Option<u32>,
+    #[serde(default)]
+    pub cache_keys: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            checkpoint_interval_ms: 10_000,
+            parallelism: None,
+            state_ttl_ms: 0,
+            runtime: "v2".into(),
+            block_cache_bytes: None,
+            write_buffer_bytes: None,
+            write_buffer_count: None,
+            cache_keys: None,
+        }
+    }
+}
+
+impl Settings {
+    fn from_script(s: &PipelineSettings) -> Self {
+        Settings {
+            checkpoint_interval_ms: s.checkpoint_interval.as_millis() as u64,
+            parallelism: s.parallelism,
+            state_ttl_ms: s.state_ttl.map_or(0, |d| d.as_millis() as u64),
+            runtime: match s.runtime {
+                Runtime::V1 => "v1".into(),
+                Runtime::V2 => "v2".into(),
+            },
+            block_cache_bytes: s.block_cache_bytes,
+            write_buffer_bytes: s.write_buffer_bytes,
+            write_buffer_count: s.write_buffer_count,
+            cache_keys: s.cache_keys,
+        }
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        })
+    }
+}
+
+/// A planned pipeline, for one runtime or the other.
+enum Built {
+    V1(PipelineRun),
+    V2(RunSpec),
+}
+
+impl Built {
+    fn sink_table(&self) -> &str {
+        match self {
+            Built::V1(r) => &r.sink.table,
+            Built::V2(r) => &r.sink.table,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -52,6 +130,8 @@ struct PersistedPipeline {
     sql: String,
     running: bool,
     started: bool,
+    #[serde(default)]
+    settings: Settings,
 }
 
 struct State {
@@ -63,6 +143,7 @@ struct State {
 pub struct SqlService {
     state: Mutex<State>,
     path: PathBuf,
+    data_dir: PathBuf,
     bootstrap: String,
 }
 
@@ -126,8 +207,10 @@ impl SqlService {
                         sql: p.sql,
                         running: p.running,
                         started: p.started,
+                        settings: p.settings,
                         metrics: Arc::new(PipelineMetrics::new()),
                         control: None,
+                        runtime: None,
                         thread: None,
                         start_error: None,
                     },
@@ -141,6 +224,7 @@ impl SqlService {
                 next_id: persisted.next_id,
             }),
             path,
+            data_dir,
             bootstrap,
         });
         // restart what was running
@@ -176,6 +260,7 @@ impl SqlService {
                     sql: p.sql.clone(),
                     running: p.running,
                     started: p.started,
+                    settings: p.settings.clone(),
                 })
                 .collect(),
             next_id: state.next_id,
@@ -200,12 +285,10 @@ impl SqlService {
         let (statements, parse_error) = parse_script_prefix(sql, &mut counter);
         let mut results = Vec::new();
         let mut state = self.state.lock().await;
-        let mut pipeline_name: Option<String> = None;
+        let mut settings = PipelineSettings::default();
         for parsed in statements {
             let at = parsed.start;
-            let outcome = self
-                .execute_one(&mut state, parsed, &mut pipeline_name)
-                .await;
+            let outcome = self.execute_one(&mut state, parsed, &mut settings).await;
             match outcome {
                 Ok(v) => results.push(v),
                 Err(mut error) => {
@@ -227,7 +310,7 @@ impl SqlService {
         &self,
         state: &mut State,
         parsed: crate::parser::Parsed,
-        pipeline_name: &mut Option<String>,
+        script: &mut PipelineSettings,
     ) -> Result<Value, SqlError> {
         let at = parsed.start;
         let io = |e: std::io::Error| SqlError::new(format!("saving the catalog: {e}"), at);
@@ -300,30 +383,31 @@ impl SqlService {
             Statement::Insert { .. } => {
                 state.next_id += 1;
                 let id = format!("p{}", state.next_id);
+                let settings = Settings::from_script(script);
                 // plan now, so errors come back to the caller
-                let run = self
-                    .build_run(&state.catalog, &id, &parsed.sql, false)
+                let built = self
+                    .build(&state.catalog, &id, &parsed.sql, false, &settings, None)
                     .map_err(|e| reposition(e, &parsed.sql, &parsed.sql, at))?;
-                let name = pipeline_name
+                let name = script
+                    .name
                     .take()
-                    .unwrap_or_else(|| format!("insert-into_{}", run.sink.table));
+                    .unwrap_or_else(|| format!("insert-into_{}", built.sink_table()));
                 let metrics = Arc::new(PipelineMetrics::new());
-                let control = PipelineControl::new(metrics.clone());
-                let thread = pipeline::spawn(run, control.clone());
-                state.pipelines.insert(
-                    id.clone(),
-                    Pipeline {
-                        id: id.clone(),
-                        name: name.clone(),
-                        sql: parsed.sql.clone(),
-                        running: true,
-                        started: true,
-                        metrics,
-                        control: Some(control),
-                        thread: Some(thread),
-                        start_error: None,
-                    },
-                );
+                let mut p = Pipeline {
+                    id: id.clone(),
+                    name: name.clone(),
+                    sql: parsed.sql.clone(),
+                    running: true,
+                    started: true,
+                    settings,
+                    metrics,
+                    control: None,
+                    runtime: None,
+                    thread: None,
+                    start_error: None,
+                };
+                launch(&mut p, built);
+                state.pipelines.insert(id.clone(), p);
                 self.persist(state).map_err(io)?;
                 Ok(json!({"statement": "INSERT", "pipeline": id, "name": name}))
             }
@@ -357,15 +441,9 @@ impl SqlService {
                 json!({"statement": "SHOW PIPELINES", "rows": state.pipelines.values().map(info).collect::<Vec<_>>()}),
             ),
             Statement::Set { key, value } => {
-                match key.as_str() {
-                    "pipeline.name" => *pipeline_name = Some(value.clone()),
-                    _ => {
-                        return Err(SqlError::new(
-                            format!("unknown setting '{key}' (supported: pipeline.name)"),
-                            at,
-                        ))
-                    }
-                }
+                script
+                    .set(&key, &value)
+                    .map_err(|m| SqlError::new(m, at))?;
                 Ok(json!({"statement": "SET", "key": key, "value": value}))
             }
             Statement::Describe { name } => {
@@ -393,14 +471,16 @@ impl SqlService {
         }
     }
 
-    /// Plans an INSERT into a runnable pipeline (a fresh operator chain with empty state).
-    fn build_run(
+    /// Plans an INSERT into a runnable pipeline for the runtime its settings name.
+    fn build(
         &self,
         catalog: &Catalog,
         id: &str,
         sql: &str,
         resume: bool,
-    ) -> Result<PipelineRun, SqlError> {
+        settings: &Settings,
+        from_savepoint: Option<PathBuf>,
+    ) -> Result<Built, SqlError> {
         let mut counter = 0;
         let mut parsed = parse_script(sql, &mut counter)?;
         let Some(parsed) = parsed.pop() else {
@@ -432,9 +512,29 @@ impl SqlService {
         if let Some(project) = sink_projection(&lowered.schema, sink, &columns, at)? {
             ops.push(project);
         }
+        if let Some(node) = &lowered.updating {
+            if !sink.connector.upsert {
+                return Err(SqlError::new(
+                    format!(
+                        "Table sink '{}' doesn't support consuming update changes which is produced by node {node}: write the result into an 'upsert-kafka' table with a PRIMARY KEY",
+                        sink.def.name
+                    ),
+                    at,
+                ));
+            }
+        }
         let source = catalog.tables.get(&lowered.source).ok_or_else(|| {
             SqlError::new(format!("table '{}' does not exist", lowered.source), at)
         })?;
+        if source.connector.upsert {
+            return Err(SqlError::new(
+                format!(
+                    "reading the 'upsert-kafka' table '{}' (a changelog) is not supported yet: write to it, or read its topic through a 'kafka' table",
+                    source.def.name
+                ),
+                at,
+            ));
+        }
         if source.connector.value_except_key {
             return Err(SqlError::new(
                 format!(
@@ -489,21 +589,74 @@ impl SqlService {
                 .collect(),
             key,
             event_time_column,
+            upsert: sink.connector.upsert,
         };
-        Ok(PipelineRun {
+        let group_id = source
+            .connector
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("kappa-pipeline-{id}"));
+        if settings.runtime == "v1" {
+            let ops = ops
+                .iter()
+                .map(|o| o.to_v1())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SqlError::new(e.to_string(), at))?;
+            return Ok(Built::V1(PipelineRun {
+                id: id.to_string(),
+                group_id,
+                source: source_spec,
+                dataflow: Dataflow::new(ops),
+                sink: sink_spec,
+                resume,
+                max_batch: 8192,
+                commit_interval: Duration::from_secs(1),
+            }));
+        }
+        let delivery = match sink.connector.delivery_guarantee {
+            DeliveryGuarantee::ExactlyOnce => Delivery::ExactlyOnce,
+            DeliveryGuarantee::AtLeastOnce => Delivery::AtLeastOnce,
+            DeliveryGuarantee::None => Delivery::None,
+        };
+        let prefix = sink
+            .connector
+            .transactional_id_prefix
+            .clone()
+            .unwrap_or_else(|| "kappa-pipeline".into());
+        Ok(Built::V2(RunSpec {
             id: id.to_string(),
-            group_id: source
-                .connector
-                .group_id
-                .clone()
-                .unwrap_or_else(|| format!("kappa-pipeline-{id}")),
+            group_id,
+            sql: sql.to_string(),
             source: source_spec,
-            dataflow: Dataflow::new(ops),
+            ops,
             sink: sink_spec,
             resume,
-            max_batch: 8192,
-            commit_interval: Duration::from_secs(1),
-        })
+            settings: RunSettings {
+                parallelism: settings.parallelism(),
+                checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms.max(1)),
+                delivery,
+                state_dir: self.data_dir.join("pipelines").join(id),
+                state: {
+                    let d = StateConfig::default();
+                    StateConfig {
+                        ttl_ms: settings.state_ttl_ms,
+                        block_cache_bytes: settings
+                            .block_cache_bytes
+                            .map_or(d.block_cache_bytes, |b| b as usize),
+                        write_buffer_bytes: settings
+                            .write_buffer_bytes
+                            .map_or(d.write_buffer_bytes, |b| b as usize),
+                        write_buffer_count: settings
+                            .write_buffer_count
+                            .map_or(d.write_buffer_count, |c| c as i32),
+                        cache_keys: settings.cache_keys.unwrap_or(d.cache_keys),
+                    }
+                },
+                max_batch: 8192,
+                transactional_id: format!("{prefix}-{id}"),
+                from_savepoint,
+            },
+        }))
     }
 
     fn properties(&self, table: &Table) -> Vec<(String, String)> {
@@ -515,6 +668,10 @@ impl SqlService {
     }
 
     async fn start_locked(&self, state: &mut State, id: &str) {
+        self.start_from(state, id, None).await
+    }
+
+    async fn start_from(&self, state: &mut State, id: &str, savepoint: Option<PathBuf>) {
         let catalog = state.catalog.clone();
         let Some(p) = state.pipelines.get_mut(id) else {
             return;
@@ -522,11 +679,9 @@ impl SqlService {
         if p.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        match self.build_run(&catalog, &p.id, &p.sql, p.started) {
-            Ok(run) => {
-                let control = PipelineControl::new(p.metrics.clone());
-                p.thread = Some(pipeline::spawn(run, control.clone()));
-                p.control = Some(control);
+        match self.build(&catalog, &p.id, &p.sql, p.started, &p.settings, savepoint) {
+            Ok(built) => {
+                launch(p, built);
                 p.start_error = None;
                 p.started = true;
             }
@@ -558,6 +713,126 @@ impl SqlService {
         state.pipelines.get(id).map(info)
     }
 
+    /// Starts a stopped pipeline from a savepoint directory (its state and offsets).
+    pub async fn start_from_savepoint(&self, id: &str, dir: PathBuf) -> Result<Value, String> {
+        let mut state = self.state.lock().await;
+        let p = state
+            .pipelines
+            .get(id)
+            .ok_or_else(|| format!("pipeline '{id}' does not exist"))?;
+        if p.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Err(format!("pipeline '{id}' is running: stop it first"));
+        }
+        if p.settings.runtime == "v1" {
+            return Err("savepoints need the v2 runtime".into());
+        }
+        if !dir.join("_metadata.json").exists() {
+            return Err(format!("{} is not a savepoint (no _metadata.json)", dir.display()));
+        }
+        self.start_from(&mut state, id, Some(dir)).await;
+        let _ = self.persist(&state);
+        state
+            .pipelines
+            .get(id)
+            .map(info)
+            .ok_or_else(|| format!("pipeline '{id}' does not exist"))
+    }
+
+    /// Takes a savepoint of a running pipeline into `dir` (by default under the data
+    /// directory); with `stop`, the pipeline stops right after it.
+    pub async fn savepoint(
+        &self,
+        id: &str,
+        dir: Option<PathBuf>,
+        stop: bool,
+    ) -> Result<Value, String> {
+        let rt = {
+            let state = self.state.lock().await;
+            let p = state
+                .pipelines
+                .get(id)
+                .ok_or_else(|| format!("pipeline '{id}' does not exist"))?;
+            let running = p.thread.as_ref().is_some_and(|t| !t.is_finished());
+            match (&p.runtime, running) {
+                (Some(rt), true) => rt.clone(),
+                (None, true) => return Err("savepoints need the v2 runtime".into()),
+                _ => return Err(format!("pipeline '{id}' is not running")),
+            }
+        };
+        let dir = dir.unwrap_or_else(|| {
+            self.data_dir.join("savepoints").join(format!(
+                "{id}-{}",
+                chrono_like_now_ms()
+            ))
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut slot) = rt.savepoint.lock() {
+            *slot = Some(runtime::SavepointRequest {
+                dir,
+                stop,
+                reply: tx,
+            });
+        }
+        let answer = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(300)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let meta = match answer {
+            Ok(Ok(meta)) => meta,
+            Ok(Err(e)) => return Err(format!("savepoint failed: {e}")),
+            Err(_) => return Err("the savepoint did not complete (the pipeline stopped or failed)".into()),
+        };
+        if stop {
+            let thread = {
+                let mut state = self.state.lock().await;
+                let p = state
+                    .pipelines
+                    .get_mut(id)
+                    .ok_or_else(|| format!("pipeline '{id}' does not exist"))?;
+                p.running = false;
+                let t = p.thread.take();
+                let _ = self.persist(&state);
+                t
+            };
+            if let Some(t) = thread {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+        serde_json::to_value(&meta).map_err(|e| e.to_string())
+    }
+
+    /// Replaces a running pipeline's query: a savepoint with stop, then the new INSERT started
+    /// from it (operators whose keys and aggregates did not change keep their state).
+    pub async fn upgrade(&self, id: &str, sql: &str) -> Result<Value, String> {
+        {
+            let state = self.state.lock().await;
+            let p = state
+                .pipelines
+                .get(id)
+                .ok_or_else(|| format!("pipeline '{id}' does not exist"))?;
+            // the new query must plan, and take the old one's state, before the old one stops
+            let new = self
+                .build(&state.catalog, id, sql, true, &p.settings, None)
+                .map_err(|e| e.to_string())?;
+            let old = self
+                .build(&state.catalog, id, &p.sql, true, &p.settings, None)
+                .map_err(|e| e.to_string())?;
+            if let (Built::V2(old), Built::V2(new)) = (&old, &new) {
+                runtime::check_upgrade(&old.ops, &new.ops)?;
+            }
+        }
+        let meta = self.savepoint(id, None, true).await?;
+        let dir = meta["dir"].as_str().map(PathBuf::from).ok_or("savepoint without a directory")?;
+        {
+            let mut state = self.state.lock().await;
+            if let Some(p) = state.pipelines.get_mut(id) {
+                p.sql = sql.to_string();
+            }
+        }
+        let mut answer = self.start_from_savepoint(id, dir).await?;
+        answer["savepoint"] = meta;
+        Ok(answer)
+    }
+
     /// Stops a pipeline after it has flushed its output and committed its offsets.
     pub async fn stop(&self, id: &str) -> Option<Value> {
         let thread = {
@@ -584,9 +859,15 @@ impl SqlService {
             let _ = self.persist(&state);
             stop_thread(&mut p)
         };
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        let state_dir = self.data_dir.join("pipelines").join(id);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            // its local state goes with it (the changelog topic stays, as topics do)
+            let _ = std::fs::remove_dir_all(state_dir);
+        })
+        .await;
         true
     }
 
@@ -615,7 +896,30 @@ impl SqlService {
             .map(|p| (p.id.clone(), p.metrics.clone()))
             .collect();
         kappa_stream::metrics::render(&all, out);
+        let runtimes: Vec<(String, Arc<RuntimeControl>)> = state
+            .pipelines
+            .values()
+            .filter_map(|p| p.runtime.clone().map(|r| (p.id.clone(), r)))
+            .collect();
+        kappa_stream::metrics::render_runtime(&runtimes, out);
     }
+}
+
+/// Starts a planned pipeline on its runtime.
+fn launch(p: &mut Pipeline, built: Built) {
+    let control = PipelineControl::new(p.metrics.clone());
+    match built {
+        Built::V1(run) => {
+            p.thread = Some(pipeline::spawn(run, control.clone()));
+            p.runtime = None;
+        }
+        Built::V2(spec) => {
+            let rt = Arc::new(RuntimeControl::default());
+            p.thread = Some(runtime::spawn(spec, control.clone(), rt.clone()));
+            p.runtime = Some(rt);
+        }
+    }
+    p.control = Some(control);
 }
 
 fn stop_thread(p: &mut Pipeline) -> Option<std::thread::JoinHandle<()>> {
@@ -640,13 +944,31 @@ fn info(p: &Pipeline) -> Value {
         }
         (None, None) => (PipelineState::Stopped, None),
     };
+    let mut metrics = p.metrics.snapshot_json();
+    let checkpoints = p
+        .runtime
+        .as_ref()
+        .and_then(|r| r.checkpoints.lock().ok().map(|c| c.clone()))
+        .unwrap_or_default();
+    if let (Some(rt), Some(m)) = (&p.runtime, metrics.as_object_mut()) {
+        use std::sync::atomic::Ordering::Relaxed;
+        m.insert(
+            "backpressure_seconds".into(),
+            json!(rt.backpressure_nanos.load(Relaxed) as f64 / 1e9),
+        );
+        m.insert("queued_batches".into(), json!(rt.queued_batches.load(Relaxed)));
+    }
     json!({
         "id": p.id,
         "name": p.name,
         "sql": p.sql,
         "state": state,
         "error": error,
-        "metrics": p.metrics.snapshot_json(),
+        "runtime": p.settings.runtime,
+        "parallelism": p.settings.parallelism(),
+        "checkpoint_interval_ms": p.settings.checkpoint_interval_ms,
+        "checkpoints": checkpoints,
+        "metrics": metrics,
     })
 }
 
@@ -712,6 +1034,13 @@ fn reposition(mut e: SqlError, statement_sql: &str, query_sql: &str, at: Locatio
         e.line = base_line + e.line - 1;
     }
     e
+}
+
+fn chrono_like_now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// Planning is async only for catalog lookups, which are in memory here.

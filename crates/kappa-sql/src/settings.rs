@@ -31,6 +31,15 @@ pub struct PipelineSettings {
     pub state_ttl: Option<Duration>,
     /// `'execution.runtime'`: `v2` (default) or `v1`.
     pub runtime: Runtime,
+    /// `'state.backend.rocksdb.block.cache-size'`: RocksDB's block cache per task.
+    pub block_cache_bytes: Option<u64>,
+    /// `'state.backend.rocksdb.writebuffer.size'`: RocksDB's memtable size per task.
+    pub write_buffer_bytes: Option<u64>,
+    /// `'state.backend.rocksdb.writebuffer.count'`: memtables per task.
+    pub write_buffer_count: Option<u32>,
+    /// `'state.cache.max-keys'` (Kappa's): decoded keys an updating aggregation keeps in
+    /// memory per task before writing them to RocksDB.
+    pub cache_keys: Option<usize>,
 }
 
 impl Default for PipelineSettings {
@@ -41,6 +50,10 @@ impl Default for PipelineSettings {
             parallelism: None,
             state_ttl: None,
             runtime: Runtime::V2,
+            block_cache_bytes: None,
+            write_buffer_bytes: None,
+            write_buffer_count: None,
+            cache_keys: None,
         }
     }
 }
@@ -51,6 +64,10 @@ pub const SUPPORTED_KEYS: &[&str] = &[
     "execution.runtime",
     "parallelism.default",
     "pipeline.name",
+    "state.backend.rocksdb.block.cache-size",
+    "state.backend.rocksdb.writebuffer.count",
+    "state.backend.rocksdb.writebuffer.size",
+    "state.cache.max-keys",
     "table.exec.state.ttl",
 ];
 
@@ -100,6 +117,32 @@ impl PipelineSettings {
                     _ => return Err(format!("'{key}' must be 'v1' or 'v2', not '{value}'")),
                 };
             }
+            "state.backend.rocksdb.block.cache-size" => {
+                self.block_cache_bytes = Some(memory_size(key, v)?);
+            }
+            "state.backend.rocksdb.writebuffer.size" => {
+                let n = memory_size(key, v)?;
+                if n < 64 << 10 {
+                    return Err(format!("'{key}' must be at least 64 kb, not '{value}'"));
+                }
+                self.write_buffer_bytes = Some(n);
+            }
+            "state.backend.rocksdb.writebuffer.count" => {
+                let n: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| format!("'{key}' must be a number from 1 to 64, not '{value}'"))?;
+                self.write_buffer_count = Some(n);
+            }
+            "state.cache.max-keys" => {
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("'{key}' must be a positive number, not '{value}'"))?;
+                self.cache_keys = Some(n);
+            }
             _ => {
                 return Err(format!(
                     "unknown setting '{key}' (supported: {})",
@@ -109,6 +152,25 @@ impl PipelineSettings {
         }
         Ok(())
     }
+}
+
+/// Memory sizes as Flink writes them: `64 mb`, `512kb`, `1 gb`, `1048576` (bytes).
+pub fn memory_size(key: &str, value: &str) -> Result<u64, String> {
+    let t = value.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{key}' must be a memory size such as '64 mb', not '{value}'"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" | "bytes" => 1,
+        "k" | "kb" | "kibibytes" => 1 << 10,
+        "m" | "mb" | "mebibytes" => 1 << 20,
+        "g" | "gb" | "gibibytes" => 1 << 30,
+        other => return Err(format!("'{key}': unknown size unit '{other}' in '{value}' (b, kb, mb, gb)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{key}': '{value}' is too large"))
 }
 
 fn duration(key: &str, value: &str) -> Result<Duration, String> {
@@ -121,6 +183,22 @@ fn duration(key: &str, value: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes_as_flink_writes_them() {
+        let mut s = PipelineSettings::default();
+        s.set("state.backend.rocksdb.block.cache-size", "8 mb").unwrap();
+        s.set("state.backend.rocksdb.writebuffer.size", "512kb").unwrap();
+        s.set("state.backend.rocksdb.writebuffer.count", "3").unwrap();
+        s.set("state.cache.max-keys", "1000").unwrap();
+        assert_eq!(s.block_cache_bytes, Some(8 << 20));
+        assert_eq!(s.write_buffer_bytes, Some(512 << 10));
+        assert_eq!((s.write_buffer_count, s.cache_keys), (Some(3), Some(1000)));
+        assert!(s.set("state.backend.rocksdb.writebuffer.size", "1 kb").is_err());
+        assert!(s.set("state.backend.rocksdb.block.cache-size", "8 parsecs").is_err());
+        assert!(s.set("state.cache.max-keys", "0").is_err());
+        assert_eq!(memory_size("k", "1048576"), Ok(1 << 20));
+    }
 
     #[test]
     fn defaults() {

@@ -2,7 +2,7 @@
 //! vectorised group accumulators (so every aggregate function has DataFusion's semantics),
 //! and emits each window once, when the watermark passes its last instant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -27,7 +27,7 @@ pub struct AggregateCall {
 }
 
 impl AggregateCall {
-    fn accumulator(&self) -> Result<Box<dyn GroupsAccumulator>> {
+    pub(crate) fn accumulator(&self) -> Result<Box<dyn GroupsAccumulator>> {
         if self.function.groups_accumulator_supported() {
             return Ok(self.function.create_groups_accumulator()?);
         }
@@ -111,7 +111,34 @@ pub struct WindowAggregate {
     windows: BTreeMap<(i64, i64), WindowGroups>,
     fired_through: i64,
     late: u64,
+    /// Windows changed since the last snapshot.
+    dirty: BTreeSet<(i64, i64)>,
+    /// Windows whose state is in the state store.
+    persisted: HashSet<(i64, i64)>,
+    /// Persisted windows fired since the last snapshot (their state is to be deleted).
+    fired: Vec<(i64, i64)>,
 }
+
+/// State key of a window: `w`, then end and start as order-preserving big-endian bytes.
+fn window_key(end: i64, start: i64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'w';
+    k[1..9].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+    k[9..17].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+fn parse_window_key(k: &[u8]) -> Option<(i64, i64)> {
+    if k.len() != 17 || k[0] != b'w' {
+        return None;
+    }
+    let end = u64::from_be_bytes(k[1..9].try_into().ok()?) ^ (1 << 63);
+    let start = u64::from_be_bytes(k[9..17].try_into().ok()?) ^ (1 << 63);
+    Some((end as i64, start as i64))
+}
+
+/// State key of an operator's event-time progress.
+pub(crate) const META_KEY: &[u8] = b"m";
 
 impl WindowAggregate {
     pub fn new(
@@ -135,6 +162,9 @@ impl WindowAggregate {
             windows: BTreeMap::new(),
             fired_through: i64::MIN,
             late: 0,
+            dirty: BTreeSet::new(),
+            persisted: HashSet::new(),
+            fired: Vec::new(),
         })
     }
 
@@ -215,6 +245,7 @@ impl WindowAggregate {
                 self.late += rows.len() as u64;
                 continue;
             }
+            self.dirty.insert(w);
             let group = match self.windows.entry(w) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(WindowGroups {
@@ -300,7 +331,95 @@ impl WindowAggregate {
                 break;
             }
             let group = entry.remove();
+            self.dirty.remove(&(end, start));
+            if self.persisted.remove(&(end, start)) {
+                self.fired.push((end, start));
+            }
             out.push(self.emit(start, end, group)?);
+        }
+        Ok(())
+    }
+
+    /// Writes the windows changed since the last snapshot to `state` under operator `op`,
+    /// and deletes the state of windows that fired.
+    pub fn snapshot(&mut self, op: u32, state: &mut crate::state::TaskState) -> Result<()> {
+        for (end, start) in std::mem::take(&mut self.fired) {
+            state.delete(op, &window_key(end, start))?;
+        }
+        for w in std::mem::take(&mut self.dirty) {
+            let Some(group) = self.windows.get_mut(&w) else {
+                continue;
+            };
+            let n = group.groups;
+            let mut columns = if self.keys.is_empty() {
+                Vec::new()
+            } else {
+                self.converter.convert_rows(&group.keys)?
+            };
+            let indices: Vec<usize> = (0..n).collect();
+            for (acc, call) in group.accumulators.iter_mut().zip(&self.calls) {
+                // taking the state empties the accumulator: fold it into a fresh one
+                let taken = acc.state(EmitTo::All)?;
+                let mut fresh = call.accumulator()?;
+                fresh.merge_batch(&taken, &indices, n)?;
+                *acc = fresh;
+                columns.extend(taken);
+            }
+            let batch = crate::operators::anonymous_batch_rows(columns, n)?;
+            state.put(op, &window_key(w.0, w.1), &crate::operators::to_ipc(&batch)?)?;
+            self.persisted.insert(w);
+        }
+        state.put(op, META_KEY, &self.fired_through.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Rebuilds the open windows from `state`.
+    pub fn restore(&mut self, op: u32, state: &crate::state::TaskState) -> Result<()> {
+        self.windows.clear();
+        self.persisted.clear();
+        self.dirty.clear();
+        self.fired.clear();
+        for (key, value) in state.scan(op)? {
+            if key == META_KEY {
+                if let Ok(b) = <[u8; 8]>::try_from(value.as_slice()) {
+                    self.fired_through = i64::from_be_bytes(b);
+                }
+                continue;
+            }
+            let Some(w) = parse_window_key(&key) else {
+                continue;
+            };
+            let batch = crate::operators::from_ipc(&value)?;
+            let n = batch.num_rows();
+            let nkeys = self.keys.len();
+            let mut group = WindowGroups {
+                index: HashMap::new(),
+                keys: self.converter.empty_rows(0, 0),
+                groups: n,
+                accumulators: Vec::new(),
+                first_offsets: HashMap::new(),
+            };
+            if nkeys > 0 {
+                let rows = self.converter.convert_columns(&batch.columns()[..nkeys])?;
+                for (i, row) in rows.iter().enumerate() {
+                    group.index.insert(row.as_ref().into(), i);
+                }
+                group.keys = rows;
+            }
+            let indices: Vec<usize> = (0..n).collect();
+            let mut at = nkeys;
+            for call in &self.calls {
+                let width = call.function.state_fields()?.len();
+                let cols = batch.columns().get(at..at + width).ok_or_else(|| {
+                    crate::StreamError::State("a window snapshot has fewer columns than its aggregates".into())
+                })?;
+                let mut acc = call.accumulator()?;
+                acc.merge_batch(cols, &indices, n)?;
+                group.accumulators.push(acc);
+                at += width;
+            }
+            self.windows.insert(w, group);
+            self.persisted.insert(w);
         }
         Ok(())
     }

@@ -21,6 +21,10 @@ pub enum StreamError {
     Config(String),
     #[error("{0}")]
     Source(String),
+    #[error("state: {0}")]
+    State(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 pub type Result<T, E = StreamError> = std::result::Result<T, E>;

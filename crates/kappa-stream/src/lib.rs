@@ -1,15 +1,20 @@
-//! Kappa's stream processor runtime: the streaming operators (window assignment, windowed
-//! aggregation, filters and projections over Arrow batches), per-partition event-time
-//! watermarks, record formats, and the Kafka source and sink that run a dataflow as a
-//! pipeline. Expressions are DataFusion physical expressions; planning lives in kappa-sql.
+//! Kappa's stream processor runtime. The v2 runtime (`runtime`) runs a pipeline as a
+//! dataflow of tasks: Kafka source tasks, keyed exchanges, operators (`operators`: one
+//! trait, one file each) with keyed state in RocksDB (`state`), and a Kafka sink; its
+//! checkpoints are Kafka transactions. The v1 runtime (`pipeline`, `operator`) stays
+//! selectable with `'execution.runtime' = 'v1'` while v2 replaces it. Expressions are
+//! DataFusion physical expressions; planning lives in kappa-sql.
 
 pub mod aggregate;
 pub mod error;
 pub mod format;
 pub mod metrics;
 pub mod operator;
+pub mod operators;
 pub mod pipeline;
+pub mod runtime;
 pub mod session;
+pub mod state;
 pub mod watermark;
 pub mod window;
 

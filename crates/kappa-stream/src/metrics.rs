@@ -158,3 +158,83 @@ pub fn render(pipelines: &[(String, std::sync::Arc<PipelineMetrics>)], out: &mut
         let _ = writeln!(out, "{name}_count{{pipeline=\"{id}\"}} {count}");
     }
 }
+
+/// Prometheus text for the v2 runtime's checkpoints and backpressure.
+pub fn render_runtime(
+    pipelines: &[(String, std::sync::Arc<crate::runtime::RuntimeControl>)],
+    out: &mut String,
+) {
+    type Gauge = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&crate::runtime::CheckpointStats) -> Option<f64>,
+    );
+    let families: [Gauge; 6] = [
+        (
+            "kappa_pipeline_checkpoints_completed_total",
+            "counter",
+            "Checkpoints completed (committed).",
+            |c| Some(c.completed as f64),
+        ),
+        (
+            "kappa_pipeline_checkpoints_failed_total",
+            "counter",
+            "Checkpoints that failed.",
+            |c| Some(c.failed as f64),
+        ),
+        (
+            "kappa_pipeline_last_checkpoint_duration_seconds",
+            "gauge",
+            "From the barrier's injection to the commit, of the last completed checkpoint.",
+            |c| c.last_duration_ms.map(|v| v as f64 / 1000.0),
+        ),
+        (
+            "kappa_pipeline_last_checkpoint_alignment_seconds",
+            "gauge",
+            "Longest barrier alignment of a task in the last completed checkpoint.",
+            |c| c.last_alignment_ms.map(|v| v as f64 / 1000.0),
+        ),
+        (
+            "kappa_pipeline_last_checkpoint_size_bytes",
+            "gauge",
+            "State files new in the last completed checkpoint (incremental size).",
+            |c| c.last_size_bytes.map(|v| v as f64),
+        ),
+        (
+            "kappa_pipeline_last_checkpoint_timestamp_seconds",
+            "gauge",
+            "When the last checkpoint completed (Unix time).",
+            |c| c.last_completed_at_ms.map(|v| v as f64 / 1000.0),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let family = if kind == "counter" {
+            name.trim_end_matches("_total")
+        } else {
+            name
+        };
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+        for (id, rt) in pipelines {
+            let Ok(c) = rt.checkpoints.lock() else {
+                continue;
+            };
+            if let Some(v) = get(&c) {
+                let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {v}", escape(id));
+            }
+        }
+    }
+    let family = "kappa_pipeline_backpressure_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {family} Time source tasks waited for room in a downstream task's queue.\n# TYPE {family} counter"
+    );
+    for (id, rt) in pipelines {
+        let _ = writeln!(
+            out,
+            "{family}_total{{pipeline=\"{}\"}} {}",
+            escape(id),
+            rt.backpressure_nanos.load(Relaxed) as f64 / 1e9
+        );
+    }
+}

@@ -85,6 +85,8 @@ pub struct SinkSpec {
     pub key: Option<(FormatKind, Vec<usize>)>,
     /// A timestamp column of the output to measure end-to-end latency by.
     pub event_time_column: Option<usize>,
+    /// `upsert-kafka`: the input is an updating stream; deletes become tombstones.
+    pub upsert: bool,
 }
 
 pub struct PipelineRun {
@@ -131,7 +133,7 @@ impl PipelineControl {
             .unwrap_or((PipelineState::Failed, None))
     }
 
-    fn set(&self, state: PipelineState, error: Option<String>) {
+    pub(crate) fn set(&self, state: PipelineState, error: Option<String>) {
         if let Ok(mut s) = self.status.lock() {
             *s = (state, error);
         }
@@ -156,11 +158,7 @@ pub fn spawn(run: PipelineRun, control: Arc<PipelineControl>) -> std::thread::Jo
                     control.set(PipelineState::Failed, Some(e.to_string()));
                 }
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
+                    let what = panic_message(&panic);
                     tracing::error!(pipeline = %id, "pipeline crashed: {what}");
                     control.set(
                         PipelineState::Failed,
@@ -170,6 +168,15 @@ pub fn spawn(run: PipelineRun, control: Arc<PipelineControl>) -> std::thread::Jo
             }
         })
         .expect("spawning a pipeline thread")
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 struct SinkContext {
@@ -210,13 +217,13 @@ fn send_retrying(
     }
 }
 
-fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {
         config.set(key, value);
     }
 }
 
-fn client_config(properties: &[(String, String)]) -> ClientConfig {
+pub(crate) fn client_config(properties: &[(String, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (k, v) in properties {
         c.set(k, v);
@@ -622,7 +629,7 @@ fn run_pipeline(run: PipelineRun, control: &PipelineControl) -> Result<()> {
 }
 
 /// The topic's partitions, empty when the topic does not exist.
-fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+pub(crate) fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let Some(md) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(Vec::new());
@@ -677,7 +684,7 @@ fn commit(
 }
 
 /// The source table's batch: decoded value columns and Kafka metadata, in table order.
-fn assemble(
+pub(crate) fn assemble(
     source: &SourceSpec,
     values: &RecordBatch,
     rows: &[&BorrowedMessage<'_>],

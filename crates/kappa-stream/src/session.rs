@@ -40,7 +40,12 @@ pub struct SessionAggregate {
     sessions: HashMap<Vec<u8>, Vec<Session>>,
     fired_through: i64,
     late: u64,
+    /// Sessions changed (or fired) since the last snapshot.
+    dirty: bool,
 }
+
+/// State key of all open sessions of the operator.
+const SESSIONS_KEY: &[u8] = b"s";
 
 impl SessionAggregate {
     #[allow(clippy::too_many_arguments)]
@@ -65,6 +70,7 @@ impl SessionAggregate {
             sessions: HashMap::new(),
             fired_through: i64::MIN,
             late: 0,
+            dirty: false,
         })
     }
 
@@ -98,6 +104,7 @@ impl SessionAggregate {
         }
         let times = event_times(batch.column(self.time_column))?;
         let (key_rows, values) = evaluate_inputs(&self.keys, &self.converter, &self.calls, batch)?;
+        self.dirty = true;
         // rows waiting to be folded into each session, by (key, session index)
         let mut pending: HashMap<(Vec<u8>, usize), Vec<u32>> = HashMap::new();
         for row in 0..n {
@@ -205,6 +212,110 @@ impl SessionAggregate {
         Ok(())
     }
 
+    /// Writes every open session to `state` under operator `op` when any changed.
+    pub fn snapshot(&mut self, op: u32, state: &mut crate::state::TaskState) -> Result<()> {
+        if self.dirty {
+            self.dirty = false;
+            let sessions: Vec<&mut Session> = self.sessions.values_mut().flatten().collect();
+            let n = sessions.len();
+            let mut keys = datafusion::arrow::array::BinaryBuilder::new();
+            let mut starts = Vec::with_capacity(n);
+            let mut ends = Vec::with_capacity(n);
+            let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.calls.len()];
+            for s in sessions {
+                match &s.key {
+                    Some(k) => keys.append_value(k.row().as_ref()),
+                    None => keys.append_null(),
+                }
+                starts.push(s.start);
+                ends.push(s.end);
+                for (c, acc) in s.accumulators.iter_mut().enumerate() {
+                    let st = acc.state()?;
+                    // taking the state may empty the accumulator: fold it into a fresh one
+                    let mut fresh = self.calls[c].function.create_accumulator()?;
+                    let arrays = st
+                        .iter()
+                        .map(ScalarValue::to_array)
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    fresh.merge_batch(&arrays)?;
+                    *acc = fresh;
+                    states[c].push(st);
+                }
+            }
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(keys.finish()),
+                Arc::new(datafusion::arrow::array::Int64Array::from(starts)),
+                Arc::new(datafusion::arrow::array::Int64Array::from(ends)),
+            ];
+            for (c, call) in self.calls.iter().enumerate() {
+                let width = call.function.state_fields()?.len();
+                for j in 0..width {
+                    let col = states[c].iter().map(|st| st[j].clone());
+                    columns.push(if n == 0 {
+                        datafusion::arrow::array::new_empty_array(
+                            call.function.state_fields()?[j].data_type(),
+                        )
+                    } else {
+                        ScalarValue::iter_to_array(col)?
+                    });
+                }
+            }
+            let batch = crate::operators::anonymous_batch_rows(columns, n)?;
+            state.put(op, SESSIONS_KEY, &crate::operators::to_ipc(&batch)?)?;
+        }
+        state.put(op, crate::aggregate::META_KEY, &self.fired_through.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Rebuilds the open sessions from `state`.
+    pub fn restore(&mut self, op: u32, state: &crate::state::TaskState) -> Result<()> {
+        use datafusion::arrow::array::{BinaryArray, Int64Array};
+        self.sessions.clear();
+        self.dirty = false;
+        if let Some(v) = state.get(op, crate::aggregate::META_KEY)? {
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                self.fired_through = i64::from_be_bytes(b);
+            }
+        }
+        let Some(bytes) = state.get(op, SESSIONS_KEY)? else {
+            return Ok(());
+        };
+        let batch = crate::operators::from_ipc(&bytes)?;
+        let bad = || crate::StreamError::State("a malformed session snapshot".into());
+        let keys = batch.column(0).as_any().downcast_ref::<BinaryArray>().ok_or_else(bad)?;
+        let starts = batch.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(bad)?;
+        let ends = batch.column(2).as_any().downcast_ref::<Int64Array>().ok_or_else(bad)?;
+        let parser = self.converter.parser();
+        for i in 0..batch.num_rows() {
+            let key_bytes: Vec<u8> = if keys.is_null(i) { Vec::new() } else { keys.value(i).to_vec() };
+            let key = (!keys.is_null(i)).then(|| parser.parse(keys.value(i)).owned());
+            let mut at = 3;
+            let mut accumulators = Vec::with_capacity(self.calls.len());
+            for call in &self.calls {
+                let width = call.function.state_fields()?.len();
+                let cols: Vec<ArrayRef> = batch
+                    .columns()
+                    .get(at..at + width)
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|c| c.slice(i, 1))
+                    .collect();
+                let mut acc = call.function.create_accumulator()?;
+                acc.merge_batch(&cols)?;
+                accumulators.push(acc);
+                at += width;
+            }
+            self.sessions.entry(key_bytes).or_default().push(Session {
+                start: starts.value(i),
+                end: ends.value(i),
+                key,
+                accumulators,
+                first_offsets: HashMap::new(),
+            });
+        }
+        Ok(())
+    }
+
     /// Fires every session whose end the watermark has passed, oldest first.
     pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.fired_through = self.fired_through.max(watermark);
@@ -223,6 +334,7 @@ impl SessionAggregate {
         if fired.is_empty() {
             return Ok(());
         }
+        self.dirty = true;
         fired.sort_by_key(|s| (s.end, s.start));
         let n = fired.len();
         let key_columns = if self.keys.is_empty() {

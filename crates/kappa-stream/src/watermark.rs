@@ -60,6 +60,15 @@ impl WatermarkTracker {
         }
     }
 
+    /// True when every partition is idle (or there is none).
+    pub fn all_idle(&self, now: Instant) -> bool {
+        self.idle_timeout.is_some_and(|t| {
+            self.partitions
+                .iter()
+                .all(|p| now.saturating_duration_since(p.last_record) >= t)
+        })
+    }
+
     /// Recomputes the pipeline's watermark; returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let mut min: Option<i64> = None;

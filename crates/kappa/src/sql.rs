@@ -28,10 +28,47 @@ pub enum PipelineCommand {
     Describe(IdArg),
     /// Stop a pipeline (it flushes its output and commits its offsets).
     Stop(IdArg),
-    /// Start a stopped pipeline; it resumes from its committed offsets.
-    Start(IdArg),
+    /// Start a stopped pipeline; it resumes from its last checkpoint (or a savepoint).
+    Start(StartArgs),
     /// Stop and forget a pipeline.
     Delete(IdArg),
+    /// Write a savepoint: the pipeline's state and offsets in a directory you can copy.
+    Savepoint(SavepointArgs),
+    /// Replace a pipeline's query, keeping the state of operators that did not change.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StartArgs {
+    id: String,
+    /// Start from this savepoint directory instead of the last checkpoint.
+    #[arg(long = "from-savepoint")]
+    from_savepoint: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "KAPPA_SERVER")]
+    server: String,
+}
+
+#[derive(clap::Args)]
+pub struct SavepointArgs {
+    id: String,
+    /// Stop the pipeline once the savepoint is written.
+    #[arg(long)]
+    stop: bool,
+    /// Where to write it (default: under the data directory's savepoints/).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "KAPPA_SERVER")]
+    server: String,
+}
+
+#[derive(clap::Args)]
+pub struct UpgradeArgs {
+    id: String,
+    /// A file with the new `INSERT INTO ... SELECT ...`.
+    #[arg(long)]
+    sql: std::path::PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "KAPPA_SERVER")]
+    server: String,
 }
 
 #[derive(clap::Args)]
@@ -252,14 +289,35 @@ async fn shell(server: &str) -> anyhow::Result<()> {
 }
 
 pub async fn pipeline(cmd: PipelineCommand) -> anyhow::Result<()> {
+    let mut request: Option<Value> = None;
     let (server, method, path) = match &cmd {
         PipelineCommand::List(a) => (&a.server, "GET", "/v1/pipelines".to_string()),
         PipelineCommand::Describe(a) => (&a.server, "GET", format!("/v1/pipelines/{}", a.id)),
         PipelineCommand::Stop(a) => (&a.server, "POST", format!("/v1/pipelines/{}/stop", a.id)),
-        PipelineCommand::Start(a) => (&a.server, "POST", format!("/v1/pipelines/{}/start", a.id)),
+        PipelineCommand::Start(a) => {
+            if let Some(dir) = &a.from_savepoint {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                request = Some(json!({"from_savepoint": dir}));
+            }
+            (&a.server, "POST", format!("/v1/pipelines/{}/start", a.id))
+        }
         PipelineCommand::Delete(a) => (&a.server, "DELETE", format!("/v1/pipelines/{}", a.id)),
+        PipelineCommand::Savepoint(a) => {
+            let mut r = json!({"stop": a.stop});
+            if let Some(dir) = &a.dir {
+                r["dir"] = json!(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
+            }
+            request = Some(r);
+            (&a.server, "POST", format!("/v1/pipelines/{}/savepoint", a.id))
+        }
+        PipelineCommand::Upgrade(a) => {
+            let sql = std::fs::read_to_string(&a.sql)
+                .with_context(|| format!("reading {}", a.sql.display()))?;
+            request = Some(json!({"sql": sql}));
+            (&a.server, "POST", format!("/v1/pipelines/{}/upgrade", a.id))
+        }
     };
-    let (status, body) = http(server, method, &path, None).await?;
+    let (status, body) = http(server, method, &path, request.as_ref()).await?;
     if status >= 400 {
         bail!("{}", body["error"].as_str().unwrap_or(&body.to_string()));
     }
@@ -267,6 +325,11 @@ pub async fn pipeline(cmd: PipelineCommand) -> anyhow::Result<()> {
         PipelineCommand::List(_) => print_pipelines(&body),
         PipelineCommand::Describe(_) => println!("{}", serde_json::to_string_pretty(&body)?),
         PipelineCommand::Delete(a) => println!("deleted {}", a.id),
+        PipelineCommand::Savepoint(_) => println!(
+            "savepoint of checkpoint {} written to {}",
+            body["checkpoint"],
+            body["dir"].as_str().unwrap_or("?")
+        ),
         _ => print_pipelines(&json!([body])),
     }
     Ok(())

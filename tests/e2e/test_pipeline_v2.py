@@ -1,0 +1,249 @@
+"""The v2 stream runtime (DESIGN.md, "The stream runtime (v2)") as a user meets it: a
+non-windowed aggregation into an upsert-kafka table against DuckDB, Flink's refusal of an
+updating result into an append-only table, checkpoints in GET /v1/pipelines/{id}, parallelism,
+state far larger than the memory it may use, and savepoints with an upgrade of the SQL that
+keeps the aggregates' state."""
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from test_sql import (PARTITIONS, api, arrival_order, bids_ddl, bids_messages, create_topics,
+                      gen_bids, get_pipeline, insert_pipeline_id, oracle, produce, sentinels, sql,
+                      sql_status, unique, wait_for, wait_state)
+
+TOTALS_ORACLE = "SELECT auction, count(*), sum(price) FROM bids GROUP BY auction"
+
+
+def totals_ddl(name, topic, extra_columns="", options=""):
+    return (f"CREATE TABLE {name} (auction BIGINT, n BIGINT, total BIGINT{extra_columns},\n"
+            f"  PRIMARY KEY (auction) NOT ENFORCED)\n"
+            f"  WITH ('connector' = 'upsert-kafka', 'topic' = '{topic}', 'key.format' = 'json',\n"
+            f"        'value.format' = 'json'{options})")
+
+
+def read_latest(kappa, topic, until=None, timeout=60, settle=2.0):
+    """The last value per key of an upsert topic (read_committed), None for a tombstone;
+    reads until `until(latest)` holds, then `settle` seconds more."""
+    c = Consumer({"bootstrap.servers": kappa.bootstrap, "group.id": unique("reader"),
+                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        latest, deadline, settle_at = {}, time.time() + timeout, None
+        while time.time() < deadline and (settle_at is None or time.time() < settle_at):
+            m = c.poll(0.2)
+            if m is None:
+                if settle_at is None and until is not None and until(latest):
+                    settle_at = time.time() + settle
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            key = json.loads(m.key())
+            latest[key["auction"]] = json.loads(m.value()) if m.value() is not None else None
+        return latest
+    finally:
+        c.close()
+
+
+def feed_bids(kappa, src, seed, n=3000, sentinel=True):
+    bids = gen_bids(seed, n=n)
+    produce(kappa, src, bids_messages(arrival_order(bids, seed + 1)) + (sentinels() if sentinel else []))
+    return bids
+
+
+def expected_totals(bids, sentinel=True):
+    rows = oracle(bids, TOTALS_ORACLE)
+    out = {a: (n, t) for a, n, t in rows}
+    if sentinel:
+        out[-1] = (PARTITIONS, PARTITIONS)  # the sentinels: auction -1, price 1 each
+    return out
+
+
+def as_totals(latest):
+    return {k: (v["n"], v["total"]) for k, v in latest.items() if v is not None}
+
+
+def produce_many(kappa, topic, messages):
+    """Produces many small messages, waiting for room in the client's queue."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": kappa.bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                  "queue.buffering.max.messages": 500000})
+    errors = []
+    for partition, value in messages:
+        while True:
+            try:
+                p.produce(topic, value=value, partition=partition,
+                          on_delivery=lambda e, m: errors.append(e) if e else None)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(120) == 0
+    assert errors == []
+
+
+def test_non_windowed_aggregation_into_upsert_kafka_matches_duckdb(kappa):
+    src, out = unique("bids"), unique("totals")
+    create_topics(kappa, {src: PARTITIONS, out: 2})
+    bids = feed_bids(kappa, src, 11)
+    expected = expected_totals(bids)
+    answer = sql(kappa, ";\n".join([
+        "SET 'parallelism.default' = '2'",
+        "SET 'execution.checkpointing.interval' = '1 s'",
+        bids_ddl("bids", src, watermark=False), totals_ddl("totals", out),
+        "INSERT INTO totals SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"]))
+    pid = insert_pipeline_id(answer)
+    latest = read_latest(kappa, out, until=lambda l: as_totals(l) == expected)
+    assert as_totals(latest) == expected
+    # the key is the primary key, the value every column
+    assert all(set(v) == {"auction", "n", "total"} for v in latest.values())
+    p = wait_for(lambda: (q := get_pipeline(kappa, pid))["checkpoints"]["completed"] >= 2 and q,
+                 30, "two completed checkpoints")
+    assert p["state"] == "RUNNING" and p["runtime"] == "v2" and p["parallelism"] == 2, p
+    c = p["checkpoints"]
+    assert c["last_duration_ms"] is not None and c["last_full_size_bytes"] > 0, c
+    assert p["metrics"]["records_in"] == len(bids) + PARTITIONS, p["metrics"]
+    metrics = kappa.http("/metrics")
+    assert "kappa_pipeline_checkpoints_completed_total" in metrics
+
+
+def test_updating_result_into_an_append_only_table_is_refused(kappa):
+    src, out = unique("bids"), unique("out")
+    create_topics(kappa, {src: 1, out: 1})
+    status, body = sql_status(kappa, ";\n".join([
+        bids_ddl("bids", src, watermark=False),
+        f"CREATE TABLE plain (auction BIGINT, n BIGINT) WITH ('connector' = 'kafka', "
+        f"'topic' = '{out}', 'format' = 'json')",
+        "INSERT INTO plain SELECT auction, COUNT(*) FROM bids GROUP BY auction"]))
+    assert status == 400, body
+    assert "doesn't support consuming update changes" in body["error"], body
+    assert "GroupAggregate" in body["error"] and "upsert-kafka" in body["error"], body
+    assert api(kappa, "GET", "/v1/pipelines") == []
+
+
+def test_options_a_connector_does_not_implement_are_refused(kappa):
+    status, body = sql_status(kappa, "CREATE TABLE t (a BIGINT) WITH ('connector' = 'kafka', "
+                                     "'topic' = 't', 'format' = 'json', 'sink.flush-everything' = 'yes')")
+    assert status == 400, body
+    assert "sink.flush-everything" in body["error"] and "sink.delivery-guarantee" in body["error"], body
+    status, body = sql_status(kappa, "CREATE TABLE t (a BIGINT) WITH ('connector' = 'kafka', "
+                                     "'topic' = 't', 'format' = 'json', "
+                                     "'sink.delivery-guarantee' = 'twice')")
+    assert status == 400 and "twice" in body["error"], body
+
+
+def test_state_larger_than_its_memory_matches_duckdb(kappa):
+    """Many distinct keys with the decoded-key cache and RocksDB's block cache and write
+    buffers capped far below the state's size: every key's final count and sum is right."""
+    keys = int(os.environ.get("KAPPA_LARGE_STATE_KEYS", "200000"))
+    src, out = unique("events"), unique("counts")
+    create_topics(kappa, {src: PARTITIONS, out: 4})
+    # two events per key, the second one later and on another partition
+    msgs = [(k % PARTITIONS, json.dumps({"k": k, "v": k % 97}).encode()) for k in range(keys)]
+    msgs += [((k + 1) % PARTITIONS, json.dumps({"k": k, "v": 1}).encode()) for k in range(keys)]
+    produce_many(kappa, src, msgs)
+    answer = sql(kappa, ";\n".join([
+        "SET 'state.cache.max-keys' = '1000'",
+        "SET 'state.backend.rocksdb.block.cache-size' = '1 mb'",
+        "SET 'state.backend.rocksdb.writebuffer.size' = '1 mb'",
+        "SET 'execution.checkpointing.interval' = '2 s'",
+        f"CREATE TABLE events (k BIGINT, v BIGINT) WITH ('connector' = 'kafka', 'topic' = '{src}', "
+        f"'format' = 'json', 'scan.startup.mode' = 'earliest-offset')",
+        f"CREATE TABLE counts (k BIGINT, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED) WITH ("
+        f"'connector' = 'upsert-kafka', 'topic' = '{out}', 'key.format' = 'json', 'value.format' = 'json')",
+        "INSERT INTO counts SELECT k, COUNT(*), SUM(v) FROM events GROUP BY k"]))
+    pid = insert_pipeline_id(answer)
+    wait_for(lambda: get_pipeline(kappa, pid)["metrics"]["records_in"] >= 2 * keys, 300,
+             "the pipeline to read every event")
+    c = Consumer({"bootstrap.servers": kappa.bootstrap, "group.id": unique("reader"),
+                  "enable.auto.commit": False})
+    latest = {}
+    try:
+        md = c.list_topics(out, timeout=10).topics[out]
+        c.assign([TopicPartition(out, p, OFFSET_BEGINNING) for p in md.partitions])
+        deadline, quiet_since = time.time() + 300, None
+        while time.time() < deadline:
+            batch = c.consume(10000, 0.5)
+            if not batch:
+                quiet_since = quiet_since or time.time()
+                if time.time() - quiet_since > 3 and len(latest) >= keys:
+                    break
+                continue
+            quiet_since = None
+            for m in batch:
+                if m.error():
+                    raise KafkaException(m.error())
+                v = json.loads(m.value())
+                latest[v["k"]] = (v["n"], v["s"])
+    finally:
+        c.close()
+    assert len(latest) == keys
+    wrong = [k for k in range(keys) if latest.get(k) != (2, k % 97 + 1)]
+    assert wrong == [], f"{len(wrong)} keys wrong, e.g. {[(k, latest.get(k)) for k in wrong[:5]]}"
+    p = get_pipeline(kappa, pid)
+    assert p["state"] == "RUNNING", p
+
+
+def test_savepoint_stop_upgrade_and_resume_keeps_the_aggregates(kappa, tmp_path):
+    src, out = unique("bids"), unique("totals")
+    create_topics(kappa, {src: PARTITIONS, out: 2})
+    first = feed_bids(kappa, src, 21, n=2000, sentinel=False)
+    answer = sql(kappa, ";\n".join([
+        "SET 'execution.checkpointing.interval' = '1 s'",
+        bids_ddl("bids", src, watermark=False),
+        totals_ddl("totals", out, extra_columns=", average DOUBLE"),
+        "INSERT INTO totals (auction, n, total) SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"]))
+    pid = insert_pipeline_id(answer)
+    expected = expected_totals(first, sentinel=False)
+    read_latest(kappa, out, until=lambda l: as_totals(l) == expected, timeout=60)
+
+    # a savepoint with stop: a self-contained directory a user can copy
+    sp_dir = tmp_path / "sp1"
+    sp = api(kappa, "POST", f"/v1/pipelines/{pid}/savepoint", {"dir": str(sp_dir), "stop": True})
+    assert sp["checkpoint"] >= 1 and (sp_dir / "_metadata.json").exists(), sp
+    assert wait_state(kappa, pid, "STOPPED")
+    copied = tmp_path / "copied"
+    shutil.copytree(sp_dir, copied)
+    shutil.rmtree(sp_dir)
+
+    second = gen_bids(22, n=2000)
+    produce(kappa, src, bids_messages(arrival_order(second, 23)))
+    # resume from the copy: the aggregates continue from the savepoint's state and offsets
+    p = api(kappa, "POST", f"/v1/pipelines/{pid}/start", {"from_savepoint": str(copied)})
+    assert p["state"] == "RUNNING", p
+
+    # an upgrade whose aggregation keys changed cannot take the state: refused, still running
+    bad = "INSERT INTO totals SELECT bidder, COUNT(*), SUM(price), 0.0 FROM bids GROUP BY bidder"
+    status, text = _post(kappa, f"/v1/pipelines/{pid}/upgrade", {"sql": bad})
+    assert status == 400 and "keys or aggregates changed" in text, text
+    assert get_pipeline(kappa, pid)["state"] == "RUNNING"
+
+    # the new SQL adds a column computed from the existing aggregates
+    new_sql = ("INSERT INTO totals SELECT auction, COUNT(*), SUM(price), "
+               "CAST(SUM(price) AS DOUBLE) / COUNT(*) FROM bids GROUP BY auction")
+    up = api(kappa, "POST", f"/v1/pipelines/{pid}/upgrade", {"sql": new_sql})
+    assert up["sql"] == new_sql and up["savepoint"]["checkpoint"] > sp["checkpoint"], up
+    third = gen_bids(24, n=500)
+    produce(kappa, src, bids_messages(arrival_order(third, 25)))
+    expected = expected_totals(first + second + third, sentinel=False)
+    latest = read_latest(kappa, out, until=lambda l: as_totals(l) == expected, timeout=60)
+    assert as_totals(latest) == expected
+    touched = {b["auction"] for b in third}
+    for k in touched:
+        v = latest[k]
+        assert abs(v["average"] - v["total"] / v["n"]) < 1e-9, (k, v)
+
+
+def _post(kappa, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{kappa.http_port}{path}",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
