@@ -275,14 +275,21 @@ impl<'a> Planner<'a> {
                     }
                     updating = Some(format!(
                         "GroupAggregate(groupBy=[{}], select=[{}])",
-                        keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
-                        calls.iter().map(|c| c.function.name().to_string()).collect::<Vec<_>>().join(", ")
+                        keys.iter()
+                            .map(|k| k.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        calls
+                            .iter()
+                            .map(|c| c.function.name().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 OpSpec::Filter { .. } if updating.is_some() => {
-                    return Err(self.unsupported(
-                        "HAVING (a filter over a non-windowed aggregation)",
-                    ))
+                    return Err(
+                        self.unsupported("HAVING (a filter over a non-windowed aggregation)")
+                    )
                 }
                 OpSpec::WindowAssign { .. }
                 | OpSpec::WindowAggregate { .. }
@@ -707,7 +714,13 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&"window_aggregate".to_string()), "{names:?}");
-        assert!(matches!(&l.ops[0], OpSpec::WindowAssign { drop_late: true, .. }));
+        assert!(matches!(
+            &l.ops[0],
+            OpSpec::WindowAssign {
+                drop_late: true,
+                ..
+            }
+        ));
         assert!(sink_projection(
             &l.schema,
             &c.tables["out"],
@@ -752,8 +765,14 @@ mod tests {
         let l = plan(&c, "SELECT auction, COUNT(*) FROM bids GROUP BY auction")
             .await
             .unwrap();
-        assert!(l.updating.as_deref().is_some_and(|u| u.starts_with("GroupAggregate")));
-        assert!(matches!(l.ops.last(), Some(OpSpec::GroupAggregate { .. }) | Some(OpSpec::Project { .. })));
+        assert!(l
+            .updating
+            .as_deref()
+            .is_some_and(|u| u.starts_with("GroupAggregate")));
+        assert!(matches!(
+            l.ops.last(),
+            Some(OpSpec::GroupAggregate { .. }) | Some(OpSpec::Project { .. })
+        ));
         let e = plan(
             &c,
             "SELECT auction, COUNT(*) FROM bids GROUP BY auction HAVING COUNT(*) > 2",

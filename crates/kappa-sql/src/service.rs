@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::catalog::{source_layout, table_from_def, Catalog, DeliveryGuarantee, Table, View};
-use crate::settings::{PipelineSettings, Runtime};
 use crate::parser::{parse_script, parse_script_prefix, SqlError, Statement};
 use crate::planner::{sink_projection, Planner};
+use crate::settings::{PipelineSettings, Runtime};
 
 struct Pipeline {
     id: String,
@@ -94,9 +94,8 @@ impl Settings {
     }
 
     fn parallelism(&self) -> usize {
-        self.parallelism.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        })
+        self.parallelism
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
@@ -441,9 +440,7 @@ impl SqlService {
                 json!({"statement": "SHOW PIPELINES", "rows": state.pipelines.values().map(info).collect::<Vec<_>>()}),
             ),
             Statement::Set { key, value } => {
-                script
-                    .set(&key, &value)
-                    .map_err(|m| SqlError::new(m, at))?;
+                script.set(&key, &value).map_err(|m| SqlError::new(m, at))?;
                 Ok(json!({"statement": "SET", "key": key, "value": value}))
             }
             Statement::Describe { name } => {
@@ -727,7 +724,10 @@ impl SqlService {
             return Err("savepoints need the v2 runtime".into());
         }
         if !dir.join("_metadata.json").exists() {
-            return Err(format!("{} is not a savepoint (no _metadata.json)", dir.display()));
+            return Err(format!(
+                "{} is not a savepoint (no _metadata.json)",
+                dir.display()
+            ));
         }
         self.start_from(&mut state, id, Some(dir)).await;
         let _ = self.persist(&state);
@@ -760,10 +760,9 @@ impl SqlService {
             }
         };
         let dir = dir.unwrap_or_else(|| {
-            self.data_dir.join("savepoints").join(format!(
-                "{id}-{}",
-                chrono_like_now_ms()
-            ))
+            self.data_dir
+                .join("savepoints")
+                .join(format!("{id}-{}", chrono_like_now_ms()))
         });
         let (tx, rx) = std::sync::mpsc::channel();
         if let Ok(mut slot) = rt.savepoint.lock() {
@@ -779,7 +778,11 @@ impl SqlService {
         let meta = match answer {
             Ok(Ok(meta)) => meta,
             Ok(Err(e)) => return Err(format!("savepoint failed: {e}")),
-            Err(_) => return Err("the savepoint did not complete (the pipeline stopped or failed)".into()),
+            Err(_) => {
+                return Err(
+                    "the savepoint did not complete (the pipeline stopped or failed)".into(),
+                )
+            }
         };
         if stop {
             let thread = {
@@ -821,7 +824,10 @@ impl SqlService {
             }
         }
         let meta = self.savepoint(id, None, true).await?;
-        let dir = meta["dir"].as_str().map(PathBuf::from).ok_or("savepoint without a directory")?;
+        let dir = meta["dir"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or("savepoint without a directory")?;
         {
             let mut state = self.state.lock().await;
             if let Some(p) = state.pipelines.get_mut(id) {
@@ -956,7 +962,10 @@ fn info(p: &Pipeline) -> Value {
             "backpressure_seconds".into(),
             json!(rt.backpressure_nanos.load(Relaxed) as f64 / 1e9),
         );
-        m.insert("queued_batches".into(), json!(rt.queued_batches.load(Relaxed)));
+        m.insert(
+            "queued_batches".into(),
+            json!(rt.queued_batches.load(Relaxed)),
+        );
     }
     json!({
         "id": p.id,

@@ -132,15 +132,16 @@ impl PipelineSettings {
                     .parse()
                     .ok()
                     .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(|| format!("'{key}' must be a number from 1 to 64, not '{value}'"))?;
+                    .ok_or_else(|| {
+                        format!("'{key}' must be a number from 1 to 64, not '{value}'")
+                    })?;
                 self.write_buffer_count = Some(n);
             }
             "state.cache.max-keys" => {
-                let n: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("'{key}' must be a positive number, not '{value}'"))?;
+                let n: usize =
+                    v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        format!("'{key}' must be a positive number, not '{value}'")
+                    })?;
                 self.cache_keys = Some(n);
             }
             _ => {
@@ -167,7 +168,11 @@ pub fn memory_size(key: &str, value: &str) -> Result<u64, String> {
         "k" | "kb" | "kibibytes" => 1 << 10,
         "m" | "mb" | "mebibytes" => 1 << 20,
         "g" | "gb" | "gibibytes" => 1 << 30,
-        other => return Err(format!("'{key}': unknown size unit '{other}' in '{value}' (b, kb, mb, gb)")),
+        other => {
+            return Err(format!(
+                "'{key}': unknown size unit '{other}' in '{value}' (b, kb, mb, gb)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{key}': '{value}' is too large"))
@@ -187,15 +192,22 @@ mod tests {
     #[test]
     fn memory_sizes_as_flink_writes_them() {
         let mut s = PipelineSettings::default();
-        s.set("state.backend.rocksdb.block.cache-size", "8 mb").unwrap();
-        s.set("state.backend.rocksdb.writebuffer.size", "512kb").unwrap();
-        s.set("state.backend.rocksdb.writebuffer.count", "3").unwrap();
+        s.set("state.backend.rocksdb.block.cache-size", "8 mb")
+            .unwrap();
+        s.set("state.backend.rocksdb.writebuffer.size", "512kb")
+            .unwrap();
+        s.set("state.backend.rocksdb.writebuffer.count", "3")
+            .unwrap();
         s.set("state.cache.max-keys", "1000").unwrap();
         assert_eq!(s.block_cache_bytes, Some(8 << 20));
         assert_eq!(s.write_buffer_bytes, Some(512 << 10));
         assert_eq!((s.write_buffer_count, s.cache_keys), (Some(3), Some(1000)));
-        assert!(s.set("state.backend.rocksdb.writebuffer.size", "1 kb").is_err());
-        assert!(s.set("state.backend.rocksdb.block.cache-size", "8 parsecs").is_err());
+        assert!(s
+            .set("state.backend.rocksdb.writebuffer.size", "1 kb")
+            .is_err());
+        assert!(s
+            .set("state.backend.rocksdb.block.cache-size", "8 parsecs")
+            .is_err());
         assert!(s.set("state.cache.max-keys", "0").is_err());
         assert_eq!(memory_size("k", "1048576"), Ok(1 << 20));
     }
@@ -226,6 +238,7 @@ mod tests {
                 parallelism: Some(4),
                 state_ttl: Some(Duration::from_secs(3600)),
                 runtime: Runtime::V1,
+                ..PipelineSettings::default()
             }
         );
         s.set("execution.checkpointing.interval", "500").unwrap();

@@ -366,7 +366,11 @@ impl WindowAggregate {
                 columns.extend(taken);
             }
             let batch = crate::operators::anonymous_batch_rows(columns, n)?;
-            state.put(op, &window_key(w.0, w.1), &crate::operators::to_ipc(&batch)?)?;
+            state.put(
+                op,
+                &window_key(w.0, w.1),
+                &crate::operators::to_ipc(&batch)?,
+            )?;
             self.persisted.insert(w);
         }
         state.put(op, META_KEY, &self.fired_through.to_be_bytes())?;
@@ -411,7 +415,9 @@ impl WindowAggregate {
             for call in &self.calls {
                 let width = call.function.state_fields()?.len();
                 let cols = batch.columns().get(at..at + width).ok_or_else(|| {
-                    crate::StreamError::State("a window snapshot has fewer columns than its aggregates".into())
+                    crate::StreamError::State(
+                        "a window snapshot has fewer columns than its aggregates".into(),
+                    )
                 })?;
                 let mut acc = call.accumulator()?;
                 acc.merge_batch(cols, &indices, n)?;

@@ -263,7 +263,11 @@ impl SessionAggregate {
             let batch = crate::operators::anonymous_batch_rows(columns, n)?;
             state.put(op, SESSIONS_KEY, &crate::operators::to_ipc(&batch)?)?;
         }
-        state.put(op, crate::aggregate::META_KEY, &self.fired_through.to_be_bytes())?;
+        state.put(
+            op,
+            crate::aggregate::META_KEY,
+            &self.fired_through.to_be_bytes(),
+        )?;
         Ok(())
     }
 
@@ -282,12 +286,28 @@ impl SessionAggregate {
         };
         let batch = crate::operators::from_ipc(&bytes)?;
         let bad = || crate::StreamError::State("a malformed session snapshot".into());
-        let keys = batch.column(0).as_any().downcast_ref::<BinaryArray>().ok_or_else(bad)?;
-        let starts = batch.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(bad)?;
-        let ends = batch.column(2).as_any().downcast_ref::<Int64Array>().ok_or_else(bad)?;
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(bad)?;
+        let starts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(bad)?;
+        let ends = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(bad)?;
         let parser = self.converter.parser();
         for i in 0..batch.num_rows() {
-            let key_bytes: Vec<u8> = if keys.is_null(i) { Vec::new() } else { keys.value(i).to_vec() };
+            let key_bytes: Vec<u8> = if keys.is_null(i) {
+                Vec::new()
+            } else {
+                keys.value(i).to_vec()
+            };
             let key = (!keys.is_null(i)).then(|| parser.parse(keys.value(i)).owned());
             let mut at = 3;
             let mut accumulators = Vec::with_capacity(self.calls.len());

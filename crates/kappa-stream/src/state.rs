@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::compaction_filter::Decision;
-use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StreamError};
@@ -126,12 +128,15 @@ pub fn state_key(op: u32, key: &[u8]) -> Vec<u8> {
 impl TaskState {
     /// Opens the working database in `dir/db`, first replacing it with a copy of `from`
     /// (a checkpoint directory) when given, or emptying it when `fresh`.
-    pub fn open(dir: &Path, config: &StateConfig, from: Option<&Path>, fresh: bool) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        config: &StateConfig,
+        from: Option<&Path>,
+        fresh: bool,
+    ) -> Result<Self> {
         let db_dir = dir.join("db");
-        if from.is_some() || fresh {
-            if db_dir.exists() {
-                std::fs::remove_dir_all(&db_dir).map_err(|e| io_err("removing", &db_dir, e))?;
-            }
+        if (from.is_some() || fresh) && db_dir.exists() {
+            std::fs::remove_dir_all(&db_dir).map_err(|e| io_err("removing", &db_dir, e))?;
         }
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         if let Some(src) = from {
@@ -191,7 +196,10 @@ impl TaskState {
         self.db
             .multi_get(&keys)
             .into_iter()
-            .map(|r| r.map(|v| v.and_then(|v| self.unwrap_value(v))).map_err(db_err))
+            .map(|r| {
+                r.map(|v| v.and_then(|v| self.unwrap_value(v)))
+                    .map_err(db_err)
+            })
             .collect()
     }
 
@@ -245,7 +253,9 @@ impl TaskState {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        self.db.write_opt(batch, &self.write_options).map_err(db_err)
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(db_err)
     }
 
     /// Every live `(key, value)` of operator `op`, in key order.
@@ -277,7 +287,10 @@ impl TaskState {
                 .iterator(IteratorMode::From(&from, Direction::Forward));
             let Some(item) = it.next() else { break };
             let (k, _) = item.map_err(db_err)?;
-            let Some(op) = k.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+            let Some(op) = k
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
                 break;
             };
             out.push(op);
@@ -352,7 +365,10 @@ fn new_bytes(dir: &Path, previous: Option<&Path>) -> Result<u64> {
         }
     }
     let mut size = 0;
-    for e in std::fs::read_dir(dir).map_err(|e| io_err("reading", dir, e))?.flatten() {
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| io_err("reading", dir, e))?
+        .flatten()
+    {
         if let Ok(m) = e.metadata() {
             if !old.contains(&m.ino()) {
                 size += m.len();
@@ -365,7 +381,10 @@ fn new_bytes(dir: &Path, previous: Option<&Path>) -> Result<u64> {
 /// Copies a checkpoint directory: SST files are hard links (immutable), the rest copied.
 pub fn copy_checkpoint(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| io_err("creating", to, e))?;
-    for e in std::fs::read_dir(from).map_err(|e| io_err("reading", from, e))?.flatten() {
+    for e in std::fs::read_dir(from)
+        .map_err(|e| io_err("reading", from, e))?
+        .flatten()
+    {
         let src = e.path();
         let dst = to.join(e.file_name());
         let is_sst = src.extension().is_some_and(|x| x == "sst");
@@ -381,9 +400,13 @@ pub fn copy_checkpoint(from: &Path, to: &Path) -> Result<()> {
 pub fn copy_dir_plain(from: &Path, to: &Path) -> Result<u64> {
     std::fs::create_dir_all(to).map_err(|e| io_err("creating", to, e))?;
     let mut size = 0;
-    for e in std::fs::read_dir(from).map_err(|e| io_err("reading", from, e))?.flatten() {
+    for e in std::fs::read_dir(from)
+        .map_err(|e| io_err("reading", from, e))?
+        .flatten()
+    {
         let src = e.path();
-        size += std::fs::copy(&src, to.join(e.file_name())).map_err(|e| io_err("copying", &src, e))?;
+        size +=
+            std::fs::copy(&src, to.join(e.file_name())).map_err(|e| io_err("copying", &src, e))?;
     }
     Ok(size)
 }
@@ -392,7 +415,8 @@ pub fn copy_dir_plain(from: &Path, to: &Path) -> Result<u64> {
 mod tests {
     use super::*;
 
-    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(Vec<u8>, Option<Vec<u8>>)>>>);
+    type Records = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Records>>);
     impl ChangelogWriter for Recorder {
         fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
             self.0
@@ -430,7 +454,10 @@ mod tests {
         let scan = s.scan(1).unwrap();
         assert_eq!(
             scan,
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
         );
         assert_eq!(
             s.multi_get(1, [&b"b"[..], &b"c"[..]]).unwrap(),

@@ -20,16 +20,18 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/v1/pipelines/{id}/upgrade", post(upgrade))
 }
 
-fn body_json(body: &axum::body::Bytes) -> Result<Value, Response> {
+fn body_json(body: &axum::body::Bytes) -> Result<Value, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
     serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("the body must be a JSON object: {e}")})),
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("the body must be a JSON object: {e}")})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
@@ -50,13 +52,16 @@ async fn savepoint(
 ) -> Response {
     let request = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let dir = request
         .get("dir")
         .and_then(Value::as_str)
         .map(std::path::PathBuf::from);
-    let stop = request.get("stop").and_then(Value::as_bool).unwrap_or(false);
+    let stop = request
+        .get("stop")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     match state.sql.savepoint(&id, dir, stop).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => failed(e),
@@ -71,7 +76,7 @@ async fn upgrade(
 ) -> Response {
     let request = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(sql) = request.get("sql").and_then(Value::as_str) else {
         return failed("missing \"sql\" (the new INSERT INTO ... SELECT ...)".into());
@@ -148,7 +153,7 @@ async fn start(
 ) -> Response {
     let request = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(dir) = request.get("from_savepoint").and_then(Value::as_str) {
         return match state.sql.start_from_savepoint(&id, dir.into()).await {

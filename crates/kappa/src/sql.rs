@@ -308,7 +308,11 @@ pub async fn pipeline(cmd: PipelineCommand) -> anyhow::Result<()> {
                 r["dir"] = json!(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
             }
             request = Some(r);
-            (&a.server, "POST", format!("/v1/pipelines/{}/savepoint", a.id))
+            (
+                &a.server,
+                "POST",
+                format!("/v1/pipelines/{}/savepoint", a.id),
+            )
         }
         PipelineCommand::Upgrade(a) => {
             let sql = std::fs::read_to_string(&a.sql)

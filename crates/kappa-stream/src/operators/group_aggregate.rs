@@ -234,7 +234,10 @@ impl Operator for GroupAggregate {
                 .iter()
                 .map(|p| if p.is_some() { UPDATE_AFTER } else { INSERT }),
         )));
-        out.push(RecordBatch::try_new(self.changelog_schema.clone(), columns)?);
+        out.push(RecordBatch::try_new(
+            self.changelog_schema.clone(),
+            columns,
+        )?);
 
         if self.cache.len() > self.cache_keys {
             let state = ctx.state()?;
@@ -337,8 +340,19 @@ mod tests {
         g.process(0, b, &mut ctx, &mut out).unwrap();
         let b = &out[0];
         assert_eq!(b.schema().field(3).name(), ROW_KIND);
-        let c = |i: usize| b.column(i).as_any().downcast_ref::<Int64Array>().unwrap().clone();
-        let kinds = b.column(3).as_any().downcast_ref::<Int8Array>().unwrap().clone();
+        let c = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .clone()
+        };
+        let kinds = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<Int8Array>()
+            .unwrap()
+            .clone();
         (0..b.num_rows())
             .map(|r| (c(0).value(r), c(1).value(r), c(2).value(r), kinds.value(r)))
             .collect()

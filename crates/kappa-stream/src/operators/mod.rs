@@ -224,7 +224,9 @@ impl OpSpec {
                     format!(
                         "{} {}",
                         k,
-                        k.data_type(input).map(|t| t.to_string()).unwrap_or_default()
+                        k.data_type(input)
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
                     )
                 })
                 .collect::<Vec<_>>()
@@ -273,7 +275,11 @@ impl OpSpec {
         Some(h)
     }
 
-    pub fn instantiate(&self, state_id: Option<u32>, config: &StateConfig) -> Result<Box<dyn Operator>> {
+    pub fn instantiate(
+        &self,
+        state_id: Option<u32>,
+        config: &StateConfig,
+    ) -> Result<Box<dyn Operator>> {
         Ok(match self.clone() {
             OpSpec::Filter { predicate } => Box::new(filter::Filter::new(predicate)),
             OpSpec::Project { exprs, schema } => Box::new(project::Project::new(exprs, schema)),
@@ -405,7 +411,10 @@ impl OpSpec {
 }
 
 /// Evaluates expressions over a batch into columns.
-pub(crate) fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+pub(crate) fn evaluate(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
     let n = batch.num_rows();
     Ok(exprs
         .iter()
@@ -432,7 +441,8 @@ pub(crate) fn cast_to(columns: Vec<ArrayRef>, schema: &Schema) -> Result<Vec<Arr
 pub(crate) fn to_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     {
-        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
+        let mut w =
+            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
         w.write(batch)?;
         w.finish()?;
     }
@@ -441,11 +451,11 @@ pub(crate) fn to_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
 
 /// The batch of [`to_ipc`] bytes.
 pub(crate) fn from_ipc(bytes: &[u8]) -> Result<RecordBatch> {
-    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes, None)?;
-    for batch in reader {
-        return Ok(batch?);
+    let mut reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes, None)?;
+    match reader.next() {
+        Some(batch) => Ok(batch?),
+        None => Err(crate::StreamError::State("an empty state snapshot".into())),
     }
-    Err(crate::StreamError::State("an empty state snapshot".into()))
 }
 
 /// A batch of `rows` rows whose columns are `columns`, with generic names (snapshots).

@@ -4,8 +4,8 @@
 use datafusion::arrow::array::RecordBatch;
 
 use super::{OpContext, Operator};
-use crate::session::SessionAggregate;
 use crate::error::Result;
+use crate::session::SessionAggregate;
 use crate::state::TaskState;
 
 pub struct SessionAggregateOp {

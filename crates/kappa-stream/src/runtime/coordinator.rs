@@ -172,7 +172,11 @@ fn admin_config(properties: &[(String, String)]) -> rdkafka::ClientConfig {
 
 /// Creates the compacted changelog topic (one partition per keyed task) when missing, and
 /// returns its partition count.
-fn ensure_changelog(properties: &[(String, String)], topic: &str, partitions: usize) -> Result<usize> {
+fn ensure_changelog(
+    properties: &[(String, String)],
+    topic: &str,
+    partitions: usize,
+) -> Result<usize> {
     let probe: BaseConsumer = client_config(properties).create()?;
     let existing = topic_partitions(&probe, topic)?;
     if !existing.is_empty() {
@@ -235,7 +239,7 @@ fn rebuild_from_changelog(
                     state.apply_raw(k, m.payload());
                     applied += 1;
                 }
-                if applied % 10_000 == 0 {
+                if applied.is_multiple_of(10_000) {
                     state.flush()?;
                 }
                 if m.offset() + 1 >= end {
@@ -315,9 +319,8 @@ pub(crate) fn run(
         let bytes = std::fs::read(&path).map_err(|e| {
             StreamError::Checkpoint(format!("reading savepoint {}: {e}", path.display()))
         })?;
-        let meta: SavepointMeta = serde_json::from_slice(&bytes).map_err(|e| {
-            StreamError::Checkpoint(format!("savepoint {}: {e}", path.display()))
-        })?;
+        let meta: SavepointMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| StreamError::Checkpoint(format!("savepoint {}: {e}", path.display())))?;
         check_compatible(&meta.operators, &ids).map_err(StreamError::Checkpoint)?;
         savepoint = Some(meta);
     }
@@ -374,7 +377,9 @@ pub(crate) fn run(
     let abort = Arc::new(AtomicBool::new(false));
     let busy: Arc<Vec<AtomicU64>> = Arc::new((0..ops.len()).map(|_| AtomicU64::new(0)).collect());
     let (ack_tx, ack_rx): (Sender<Ack>, Receiver<Ack>) = mpsc::channel();
-    let mut next_id = meta.as_ref().map_or(0, |m| m.id)
+    let mut next_id = meta
+        .as_ref()
+        .map_or(0, |m| m.id)
         .max(savepoint.as_ref().map_or(0, |s| s.checkpoint));
     gate.open(next_id);
     let restored_watermark = meta
@@ -424,7 +429,13 @@ pub(crate) fn run(
                             .iter()
                             .find(|(p, _)| *p == task as i32)
                             .map_or(0, |(_, o)| *o);
-                        let n = rebuild_from_changelog(&props, &changelog_topic, task as i32, end, &mut s)?;
+                        let n = rebuild_from_changelog(
+                            &props,
+                            &changelog_topic,
+                            task as i32,
+                            end,
+                            &mut s,
+                        )?;
                         tracing::info!(pipeline = %id, task, records = n, "state rebuilt from the changelog");
                         s
                     }
@@ -462,7 +473,12 @@ pub(crate) fn run(
                 inputs: source_tasks,
                 chain,
                 state,
-                sink: SinkWriter::new(sink.clone(), producer.clone(), task_gate.clone(), metrics.clone()),
+                sink: SinkWriter::new(
+                    sink.clone(),
+                    producer.clone(),
+                    task_gate.clone(),
+                    metrics.clone(),
+                ),
                 acks: ack_tx.clone(),
                 gate: task_gate,
                 metrics: metrics.clone(),
@@ -470,7 +486,9 @@ pub(crate) fn run(
                 restored_watermark,
             };
             let acks = ack_tx.clone();
-            handles.push(spawn_task(format!("{id}-keyed-{task}"), acks, move || keyed.run())?);
+            handles.push(spawn_task(format!("{id}-keyed-{task}"), acks, move || {
+                keyed.run()
+            })?);
         }
         if let Ok(mut c) = runtime.checkpoints.lock() {
             c.restored_from = restored_from;
@@ -527,10 +545,24 @@ pub(crate) fn run(
             barrier: Arc::new(AtomicU64::new(next_id)),
         };
         let output = if keyed_at.is_some() {
-            let keys = ops[pre].partition_keys().map(<[_]>::to_vec).unwrap_or_default();
-            Output::Exchange(Exchange::new(task, keys, inboxes.clone(), runtime.clone(), gate.clone()))
+            let keys = ops[pre]
+                .partition_keys()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
+            Output::Exchange(Exchange::new(
+                task,
+                keys,
+                inboxes.clone(),
+                runtime.clone(),
+                gate.clone(),
+            ))
         } else {
-            Output::Sink(SinkWriter::new(sink.clone(), producer.clone(), task_gate.clone(), metrics.clone()))
+            Output::Sink(Box::new(SinkWriter::new(
+                sink.clone(),
+                producer.clone(),
+                task_gate.clone(),
+                metrics.clone(),
+            )))
         };
         let task_ops = ops[..pre]
             .iter()
@@ -557,7 +589,11 @@ pub(crate) fn run(
             max_batch: settings.max_batch,
             abort: abort.clone(),
         };
-        handles.push(spawn_task(format!("{id}-source-{task}"), ack_tx.clone(), move || st.run())?);
+        handles.push(spawn_task(
+            format!("{id}-source-{task}"),
+            ack_tx.clone(),
+            move || st.run(),
+        )?);
     }
     drop(inboxes);
     if let Some(w) = restored_watermark {
@@ -633,7 +669,9 @@ pub(crate) fn run(
                     break Ok(());
                 }
                 if !stopping {
-                    break fail(StreamError::Checkpoint(format!("task {task} ended unexpectedly")));
+                    break fail(StreamError::Checkpoint(format!(
+                        "task {task} ended unexpectedly"
+                    )));
                 }
             }
             Ack::Source {
@@ -867,8 +905,8 @@ fn write_savepoint(
         let from = task_dir(state_dir, t).join(format!("chk-{}", meta.checkpoint));
         copy_dir_plain(&from, &dir.join(format!("task-{t}")))?;
     }
-    let bytes = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| StreamError::Checkpoint(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&meta).map_err(|e| StreamError::Checkpoint(e.to_string()))?;
     let path = dir.join("_metadata.json");
     std::fs::write(&path, bytes)
         .map_err(|e| StreamError::Checkpoint(format!("writing {}: {e}", path.display())))?;

@@ -114,7 +114,10 @@ pub(crate) fn changelog_ends(producer: &PipelineProducer) -> HashMap<i32, i64> {
 }
 
 /// Sends, waiting while librdkafka's queue is full (for at most a minute).
-pub(crate) fn send(producer: &PipelineProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+pub(crate) fn send(
+    producer: &PipelineProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match producer.send(record) {

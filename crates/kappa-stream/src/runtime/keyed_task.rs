@@ -94,10 +94,7 @@ impl KeyedTask {
                             self.sink.write(&b)?;
                         }
                     }
-                    Msg::Watermark {
-                        watermark: w,
-                        idle,
-                    } => {
+                    Msg::Watermark { watermark: w, idle } => {
                         input.watermark = input.watermark.max(w);
                         input.idle = idle;
                         let combined = combine(
@@ -109,7 +106,9 @@ impl KeyedTask {
                         if combined > watermark {
                             watermark = combined;
                             if self.index == 0 {
-                                self.metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
+                                self.metrics
+                                    .watermark_ms
+                                    .fetch_max(watermark, Ordering::Relaxed);
                             }
                             self.chain
                                 .on_watermark(watermark, Some(&mut self.state), &mut out)?;

@@ -31,7 +31,7 @@ use crate::window::event_times;
 
 pub(crate) enum Output {
     Exchange(Exchange),
-    Sink(SinkWriter),
+    Sink(Box<SinkWriter>),
 }
 
 pub(crate) struct SourceTask {
@@ -243,7 +243,9 @@ impl SourceTask {
                     Output::Sink(_) => {
                         // nothing keyed downstream: this task fires its own chain
                         let global = self.watermarks.global();
-                        self.metrics.watermark_ms.fetch_max(global, Ordering::Relaxed);
+                        self.metrics
+                            .watermark_ms
+                            .fetch_max(global, Ordering::Relaxed);
                         self.chain.on_watermark(global, None, &mut out)?;
                         let batches = std::mem::take(&mut out);
                         self.emit(batches)?;
