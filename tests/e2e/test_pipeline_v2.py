@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from test_sql import (PARTITIONS, api, arrival_order, bids_ddl, bids_messages, create_topics,
@@ -247,3 +249,99 @@ def _post(kappa, path, body):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+@pytest.mark.parametrize("kind", ["windowed", "upsert"])
+def test_state_is_rebuilt_from_the_changelog_when_the_local_copy_is_gone(kappa_factory, kind):
+    """As when a task moves to another machine: kappa is killed, its pipelines' local RocksDB
+    directories are deleted, and the restarted pipeline rebuilds its state from the changelog
+    topic up to the committed checkpoint; the results are those of one uninterrupted run."""
+    k = kappa_factory().start()
+    src, out = unique("bids"), unique("out")
+    create_topics(k, {src: PARTITIONS, out: 2})
+    bids = gen_bids(31)
+    ordered = arrival_order(bids, 32)
+    half = len(ordered) // 2
+    produce(k, src, bids_messages(ordered[:half]))
+    if kind == "windowed":
+        sink = ("CREATE TABLE results (window_start TIMESTAMP(3), window_end TIMESTAMP(3), "
+                f"auction BIGINT, n BIGINT, total BIGINT) WITH ('connector' = 'kafka', 'topic' = '{out}', "
+                "'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once')")
+        query = ("INSERT INTO results SELECT window_start, window_end, auction, COUNT(*), SUM(price) "
+                 "FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+                 "GROUP BY window_start, window_end, auction")
+    else:
+        sink = totals_ddl("results", out, options=", 'sink.delivery-guarantee' = 'exactly-once'")
+        query = "INSERT INTO results SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"
+    pid = insert_pipeline_id(sql(k, ";\n".join([
+        "SET 'execution.checkpointing.interval' = '500 ms'", "SET 'parallelism.default' = '2'",
+        bids_ddl("bids", src, watermark=(kind == "windowed")), sink, query])))
+    wait_for(lambda: get_pipeline(k, pid)["metrics"]["records_in"] >= half, 30, "the first half read")
+    first = get_pipeline(k, pid)["checkpoints"]["completed"]
+    wait_for(lambda: get_pipeline(k, pid)["checkpoints"]["completed"] >= first + 2, 30,
+             "two checkpoints after the first half")
+    k.kill()
+    state_dir = k.data_dir / "pipelines" / pid
+    assert any(state_dir.glob("task-*/chk-*")), list(state_dir.rglob("*"))[:10]
+    shutil.rmtree(state_dir)
+    k.start()
+    p = wait_state(k, pid, "RUNNING")
+    produce(k, src, bids_messages(ordered[half:]) + sentinels())
+    p = wait_for(lambda: (q := get_pipeline(k, pid))["checkpoints"]["restored_from"] and q, 30,
+                 "the restore to be reported")
+    assert "changelog" in p["checkpoints"]["restored_from"], p["checkpoints"]
+    if kind == "windowed":
+        from test_sql import assert_same_rows, read_rows
+        from test_pipeline_exactly_once import WINDOW_COLUMNS, WINDOW_ORACLE
+        expected = oracle(bids, WINDOW_ORACLE)
+        got = read_rows(k, out, expected=len(expected), timeout=60)
+        assert_same_rows(got, expected, WINDOW_COLUMNS)
+    else:
+        expected = expected_totals(bids)
+        latest = read_latest(k, out, until=lambda l: as_totals(l) == expected)
+        assert as_totals(latest) == expected
+    k.stop()
+
+
+def _rss_bytes(k):
+    with open(f"/proc/{k.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_sink_slows_the_source_instead_of_filling_memory(kappa_factory):
+    """The sink's Kafka client may hold 20 messages and sends every 100 ms (librdkafka's own
+    settings on the table): about 200 results a second. The source topic holds far more. The
+    pipeline's memory stays flat while the source's lag stays large, and the time spent
+    waiting shows as backpressure."""
+    k = kappa_factory().start()
+    src, out = unique("events"), unique("counts")
+    create_topics(k, {src: PARTITIONS, out: 1})
+    pad = "x" * 100
+    n = 200_000
+    produce_many(k, src, [(i % PARTITIONS, json.dumps({"k": i, "pad": pad}).encode()) for i in range(n)])
+    pid = insert_pipeline_id(sql(k, ";\n".join([
+        "SET 'parallelism.default' = '2'",
+        f"CREATE TABLE events (k BIGINT, pad VARCHAR) WITH ('connector' = 'kafka', 'topic' = '{src}', "
+        f"'format' = 'json', 'scan.startup.mode' = 'earliest-offset')",
+        f"CREATE TABLE counts (k BIGINT, n BIGINT, PRIMARY KEY (k) NOT ENFORCED) WITH ("
+        f"'connector' = 'upsert-kafka', 'topic' = '{out}', 'key.format' = 'json', 'value.format' = 'json', "
+        f"'properties.queue.buffering.max.messages' = '20', 'properties.linger.ms' = '100')",
+        "INSERT INTO counts SELECT k, COUNT(*) FROM events GROUP BY k"])))
+    wait_for(lambda: get_pipeline(k, pid)["metrics"]["records_out"] > 0, 30, "first output")
+    time.sleep(3)
+    rss_before, p_before = _rss_bytes(k), get_pipeline(k, pid)
+    time.sleep(8)
+    rss_after, p = _rss_bytes(k), get_pipeline(k, pid)
+    m = p["metrics"]
+    assert p["state"] == "RUNNING", p
+    # the source is held back: most of the topic is still unread (lag), not buffered in memory
+    assert m["records_in"] < n / 2, m
+    # in flight: what the queues between tasks (4 batches each) and the tasks hold
+    assert m["records_in"] - m["records_out"] < 2 * 6 * 8192, m
+    assert m["backpressure_seconds"] > p_before["metrics"]["backpressure_seconds"] + 4, (p_before["metrics"], m)
+    assert 0 <= m["queued_batches"] <= 2 * 4, m
+    assert rss_after - rss_before < 64 << 20, (rss_before, rss_after)
+    k.stop()

@@ -850,7 +850,7 @@ impl SqlService {
         };
         // joined without the lock: a pipeline flushing its output must not block the API
         if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            let _ = tokio::task::spawn_blocking(move || join_stopping(t)).await;
         }
         let state = self.state.lock().await;
         state.pipelines.get(id).map(info)
@@ -868,7 +868,7 @@ impl SqlService {
         let state_dir = self.data_dir.join("pipelines").join(id);
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(t) = thread {
-                let _ = t.join();
+                join_stopping(t);
             }
             // its local state goes with it (the changelog topic stays, as topics do)
             let _ = std::fs::remove_dir_all(state_dir);
@@ -886,8 +886,13 @@ impl SqlService {
             .filter_map(stop_thread)
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
+            // in parallel: each pipeline gets the same time to stop
+            let joins: Vec<_> = threads
+                .into_iter()
+                .map(|t| std::thread::spawn(move || join_stopping(t)))
+                .collect();
+            for j in joins {
+                let _ = j.join();
             }
         })
         .await;
@@ -928,11 +933,42 @@ fn launch(p: &mut Pipeline, built: Built) {
     p.control = Some(control);
 }
 
-fn stop_thread(p: &mut Pipeline) -> Option<std::thread::JoinHandle<()>> {
+/// A pipeline asked to stop, and how to cancel it.
+struct Stopping {
+    thread: std::thread::JoinHandle<()>,
+    runtime: Option<Arc<RuntimeControl>>,
+    id: String,
+}
+
+/// How long a stop may take (the final checkpoint flushes the output) before the pipeline is
+/// cancelled; it then resumes from its last completed checkpoint.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn stop_thread(p: &mut Pipeline) -> Option<Stopping> {
     if let Some(c) = &p.control {
         c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    p.thread.take()
+    Some(Stopping {
+        thread: p.thread.take()?,
+        runtime: p.runtime.clone(),
+        id: p.id.clone(),
+    })
+}
+
+/// Waits for a stopping pipeline, cancelling it after [`STOP_TIMEOUT`] (blocking: call it on
+/// the blocking pool).
+fn join_stopping(s: Stopping) {
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    while !s.thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !s.thread.is_finished() {
+        if let Some(rt) = &s.runtime {
+            tracing::warn!(pipeline = %s.id, "the pipeline did not stop within {STOP_TIMEOUT:?} (a slow sink?): cancelled; it resumes from its last checkpoint");
+            rt.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _ = s.thread.join();
 }
 
 fn info(p: &Pipeline) -> Value {

@@ -34,6 +34,9 @@ use crate::operators::OpSpec;
 use crate::pipeline::{client_config, set_default, topic_partitions, PipelineControl, StartupMode};
 use crate::state::{copy_dir_plain, list_checkpoints, TaskState};
 
+/// Batches a task's input queue holds: what a stalled task buffers in memory.
+pub(crate) const CHANNEL_BATCHES: usize = 4;
+
 pub(crate) enum Control {
     Barrier(u64),
     End,
@@ -465,7 +468,7 @@ pub(crate) fn run(
                 .collect::<Result<Vec<_>>>()?;
             let mut chain = Chain::new(task_ops, busy.clone(), at, metrics.clone());
             chain.restore(&state)?;
-            let (tx, rx) = mpsc::sync_channel(16);
+            let (tx, rx) = mpsc::sync_channel(CHANNEL_BATCHES);
             inboxes.push(tx);
             let keyed = KeyedTask {
                 index: task,
@@ -478,6 +481,7 @@ pub(crate) fn run(
                     producer.clone(),
                     task_gate.clone(),
                     metrics.clone(),
+                    runtime.clone(),
                 ),
                 acks: ack_tx.clone(),
                 gate: task_gate,
@@ -516,7 +520,8 @@ pub(crate) fn run(
         set_default(&mut config, "auto.offset.reset", "earliest");
         set_default(&mut config, "max.partition.fetch.bytes", "10485760");
         set_default(&mut config, "fetch.max.bytes", "52428800");
-        set_default(&mut config, "queued.max.messages.kbytes", "262144");
+        // librdkafka's prefetch is what a stalled pipeline holds in memory: bounded
+        set_default(&mut config, "queued.max.messages.kbytes", "65536");
         set_default(&mut config, "fetch.queue.backoff.ms", "10");
         let consumer: BaseConsumer = config.create()?;
         let mut tpl = TopicPartitionList::new();
@@ -562,6 +567,7 @@ pub(crate) fn run(
                 producer.clone(),
                 task_gate.clone(),
                 metrics.clone(),
+                runtime.clone(),
             )))
         };
         let task_ops = ops[..pre]
@@ -612,7 +618,12 @@ pub(crate) fn run(
         gate.fail();
         Err(e)
     };
+    let mut cancelled = false;
     let outcome: Result<()> = loop {
+        if runtime.cancel.load(Ordering::Relaxed) {
+            cancelled = true;
+            break Ok(());
+        }
         // publish operator timings
         if let Ok(mut o) = metrics.operators.lock() {
             *o = names
@@ -708,9 +719,14 @@ pub(crate) fn run(
                 &source.topic,
                 settings.delivery,
                 &gate,
+                &runtime.cancel,
             );
             let meta = match completed {
                 Ok(m) => m,
+                Err(_) if runtime.cancel.load(Ordering::Relaxed) => {
+                    cancelled = true;
+                    break Ok(());
+                }
                 Err(e) => {
                     if let Ok(mut c) = runtime.checkpoints.lock() {
                         c.failed += 1;
@@ -768,7 +784,7 @@ pub(crate) fn run(
             }
         }
     };
-    if outcome.is_err() {
+    if outcome.is_err() || cancelled {
         abort.store(true, Ordering::Relaxed);
         gate.fail();
         if settings.delivery == Delivery::ExactlyOnce {
@@ -818,10 +834,11 @@ fn complete(
     topic: &str,
     delivery: Delivery,
     gate: &Gate,
+    cancel: &AtomicBool,
 ) -> Result<CheckpointMeta> {
     let timeout = Duration::from_secs(60);
     if delivery != Delivery::ExactlyOnce {
-        producer.flush(timeout)?;
+        flush(producer, timeout, cancel)?;
         if let Some(e) = kafka::failed(producer) {
             return Err(StreamError::Source(format!("writing output: {e}")));
         }
@@ -845,7 +862,7 @@ fn complete(
     match delivery {
         Delivery::ExactlyOnce => {
             // the changelog's last offsets are known once its records are delivered
-            producer.flush(timeout)?;
+            flush(producer, timeout, cancel)?;
             changelog = kafka::changelog_ends(producer).into_iter().collect();
             changelog.sort_unstable();
             let meta = meta_of(&changelog);
@@ -870,6 +887,29 @@ fn complete(
             }
             gate.open(p.id);
             Ok(meta)
+        }
+    }
+}
+
+/// Waits for every message sent to be delivered, up to `timeout`, unless cancelled.
+fn flush(producer: &PipelineProducer, timeout: Duration, cancel: &AtomicBool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::from_millis(200)) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(StreamError::Checkpoint(
+                        "cancelled while flushing the output".into(),
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    return Err(StreamError::Checkpoint(format!(
+                        "the output was not delivered within {timeout:?}"
+                    )));
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

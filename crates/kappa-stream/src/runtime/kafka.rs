@@ -113,24 +113,37 @@ pub(crate) fn changelog_ends(producer: &PipelineProducer) -> HashMap<i32, i64> {
         .unwrap_or_default()
 }
 
-/// Sends, waiting while librdkafka's queue is full (for at most a minute).
-pub(crate) fn send(
+/// Sends, waiting while librdkafka's queue is full (for at most a minute); the time spent
+/// waiting is added to `waited` (backpressure from the cluster).
+pub(crate) fn send_counting(
     producer: &PipelineProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
+    waited: Option<&AtomicU64>,
+    abort: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut blocked: Option<Instant> = None;
+    let outcome = loop {
         match producer.send(record) {
-            Ok(()) => return Ok(()),
+            Ok(()) => break Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                if Instant::now() < deadline =>
+                if blocked.is_none_or(|t| t.elapsed() < Duration::from_secs(60))
+                    && !abort.is_some_and(|a| a.load(Ordering::Relaxed)) =>
             {
                 record = r;
+                blocked.get_or_insert_with(Instant::now);
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) => return Err(e.into()),
+            Err((e, _)) => break Err(e.into()),
         }
+    };
+    if let (Some(t), Some(w)) = (blocked, waited) {
+        w.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
+    outcome
+}
+
+pub(crate) fn send(producer: &PipelineProducer, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    send_counting(producer, record, None, None)
 }
 
 /// Where a task's writes stand: the last barrier it passed.
@@ -206,6 +219,7 @@ pub(crate) struct SinkWriter {
     values: Encoded,
     keys: Encoded,
     metrics: Arc<PipelineMetrics>,
+    runtime: Arc<super::RuntimeControl>,
 }
 
 impl SinkWriter {
@@ -214,6 +228,7 @@ impl SinkWriter {
         producer: Arc<PipelineProducer>,
         gate: TaskGate,
         metrics: Arc<PipelineMetrics>,
+        runtime: Arc<super::RuntimeControl>,
     ) -> Self {
         SinkWriter {
             value_encoder: RecordEncoder::new(spec.format, spec.csv_delimiter),
@@ -227,6 +242,7 @@ impl SinkWriter {
             values: Encoded::default(),
             keys: Encoded::default(),
             metrics,
+            runtime,
         }
     }
 
@@ -269,12 +285,21 @@ impl SinkWriter {
             if !self.keys.is_empty() {
                 record = record.key(self.keys.get(i));
             }
-            send(&self.producer, record)?;
+            send_counting(
+                &self.producer,
+                record,
+                Some(&self.runtime.backpressure_nanos),
+                Some(&self.gate.gate.abort),
+            )?;
             written += 1;
+            if written.is_multiple_of(1024) {
+                // a slow sink still shows progress
+                self.metrics.records_out.fetch_add(1024, Ordering::Relaxed);
+            }
         }
         self.metrics
             .records_out
-            .fetch_add(written, Ordering::Relaxed);
+            .fetch_add(written % 1024, Ordering::Relaxed);
         if let Some(c) = self.spec.event_time_column {
             if let Ok(times) = event_times(batch.column(c)) {
                 let now = chrono::Utc::now().timestamp_millis();

@@ -101,6 +101,8 @@ pub struct RuntimeControl {
     /// Batches queued between tasks now.
     pub queued_batches: AtomicI64,
     pub parallelism: AtomicU64,
+    /// Stop now, without a final checkpoint (a stop that took too long).
+    pub cancel: AtomicBool,
 }
 
 /// Holds back writes of tasks that passed barrier `n` until checkpoint `n` has committed.
