@@ -181,7 +181,17 @@ fn ensure_changelog(
     partitions: usize,
 ) -> Result<usize> {
     let probe: BaseConsumer = client_config(properties).create()?;
-    let existing = topic_partitions(&probe, topic)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let existing = loop {
+        match topic_partitions(&probe, topic) {
+            Ok(p) => break p,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!("reading the changelog topic's metadata: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     if !existing.is_empty() {
         return Ok(existing.len());
     }
@@ -300,19 +310,25 @@ pub(crate) fn run(
     let committer: BaseConsumer = committer_config.create()?;
     let mut warned = false;
     let partitions = loop {
-        let p = topic_partitions(&committer, &source.topic)?;
-        if !p.is_empty() {
-            break p;
+        match topic_partitions(&committer, &source.topic) {
+            Ok(p) if !p.is_empty() => break p,
+            Ok(_) => {
+                if !warned {
+                    tracing::warn!(pipeline = %id, topic = %source.topic, "waiting for the source topic to exist");
+                    warned = true;
+                }
+            }
+            // the cluster is not answering yet (starting, or a network problem): try again
+            Err(e) => {
+                tracing::warn!(pipeline = %id, topic = %source.topic, "reading the source topic's metadata: {e}; retrying")
+            }
         }
-        if control.stop.load(Ordering::Relaxed) {
+        if control.stop.load(Ordering::Relaxed) || runtime.cancel.load(Ordering::Relaxed) {
             return Ok(());
-        }
-        if !warned {
-            tracing::warn!(pipeline = %id, topic = %source.topic, "waiting for the source topic to exist");
-            warned = true;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    tracing::info!(pipeline = %id, topic = %source.topic, partitions = partitions.len(), "pipeline starting");
 
     // where to start: a savepoint, the committed checkpoint, or the startup mode
     let ids = state_ids(&ops);
@@ -369,8 +385,10 @@ pub(crate) fn run(
     )?;
     if settings.delivery == Delivery::ExactlyOnce {
         // fences an earlier instance and aborts the transaction it left open
+        let started = Instant::now();
         producer.init_transactions(Duration::from_secs(60))?;
         producer.begin_transaction()?;
+        tracing::info!(pipeline = %id, transactional_id = %settings.transactional_id, ms = super::millis_since(started), "transactions initialized (an earlier instance is fenced)");
     }
     let gate = Arc::new(Gate::new(settings.delivery == Delivery::ExactlyOnce));
     if let Some(m) = &meta {
