@@ -345,3 +345,39 @@ def test_a_slow_sink_slows_the_source_instead_of_filling_memory(kappa_factory):
     assert 0 <= m["queued_batches"] <= 2 * 4, m
     assert rss_after - rss_before < 64 << 20, (rss_before, rss_after)
     k.stop()
+
+
+def test_savepoint_and_start_from_it_on_the_command_line(kappa, tmp_path):
+    from conftest import KAPPA_BIN
+    import subprocess
+    src, out = unique("bids"), unique("totals")
+    create_topics(kappa, {src: PARTITIONS, out: 1})
+    bids = feed_bids(kappa, src, 41, n=500, sentinel=False)
+    pid = insert_pipeline_id(sql(kappa, ";\n".join([
+        bids_ddl("bids", src, watermark=False), totals_ddl("totals", out),
+        "INSERT INTO totals SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"])))
+    expected = expected_totals(bids, sentinel=False)
+    read_latest(kappa, out, until=lambda l: as_totals(l) == expected)
+    server = ["--server", f"http://127.0.0.1:{kappa.http_port}"]
+    sp = tmp_path / "my-savepoint"
+    r = subprocess.run([KAPPA_BIN, "pipeline", "savepoint", pid, "--stop", "--dir", str(sp), *server],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"written to {sp}" in r.stdout, r.stdout
+    assert get_pipeline(kappa, pid)["state"] == "STOPPED"
+    meta = json.loads((sp / "_metadata.json").read_text())
+    assert meta["pipeline"] == pid and meta["operators"] and meta["offsets"], meta
+    r = subprocess.run([KAPPA_BIN, "pipeline", "savepoint", pid, *server],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "not running" in r.stderr, (r.stdout, r.stderr)
+    r = subprocess.run([KAPPA_BIN, "pipeline", "start", pid, "--from-savepoint", str(tmp_path / "nope"), *server],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "not a savepoint" in r.stderr, (r.stdout, r.stderr)
+    r = subprocess.run([KAPPA_BIN, "pipeline", "start", pid, "--from-savepoint", str(sp), *server],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "RUNNING" in r.stdout, (r.stdout, r.stderr)
+    more = gen_bids(42, n=300)
+    produce(kappa, src, bids_messages(arrival_order(more, 43)))
+    expected = expected_totals(bids + more, sentinel=False)
+    assert as_totals(read_latest(kappa, out, until=lambda l: as_totals(l) == expected)) == expected
+    assert "savepoint" in get_pipeline(kappa, pid)["checkpoints"]["restored_from"]

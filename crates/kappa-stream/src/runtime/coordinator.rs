@@ -345,6 +345,7 @@ pub(crate) fn run(
     }
     let mut committed: HashMap<i32, i64> = HashMap::new();
     let mut meta: Option<CheckpointMeta> = None;
+    let mut v1_watermark: Option<i64> = None;
     if savepoint.is_none() && (resume || source.startup == StartupMode::GroupOffsets) {
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
@@ -360,6 +361,14 @@ pub(crate) fn run(
                     if meta.as_ref().is_none_or(|x| m.id > x.id) {
                         meta = Some(m);
                     }
+                }
+                // offsets the v1 runtime committed: its watermark (windows up to it fired)
+                if let Some(w) = e
+                    .metadata()
+                    .strip_prefix("kappa-watermark=")
+                    .and_then(|w| w.parse::<i64>().ok())
+                {
+                    v1_watermark = Some(v1_watermark.map_or(w, |x: i64| x.min(w)));
                 }
             }
         }
@@ -407,6 +416,7 @@ pub(crate) fn run(
         .as_ref()
         .map(|m| m.watermark)
         .or(savepoint.as_ref().map(|s| s.watermark))
+        .or(v1_watermark)
         .filter(|&w| w != i64::MIN);
 
     // keyed tasks: state restored, then started
