@@ -381,3 +381,29 @@ def test_savepoint_and_start_from_it_on_the_command_line(kappa, tmp_path):
     expected = expected_totals(bids + more, sentinel=False)
     assert as_totals(read_latest(kappa, out, until=lambda l: as_totals(l) == expected)) == expected
     assert "savepoint" in get_pipeline(kappa, pid)["checkpoints"]["restored_from"]
+
+
+def test_the_v1_runtime_stays_selectable_for_comparison(kappa):
+    src, out = unique("bids"), unique("out")
+    create_topics(kappa, {src: PARTITIONS, out: 1})
+    bids = feed_bids(kappa, src, 51, n=1000)
+    answer = sql(kappa, ";\n".join([
+        "SET 'execution.runtime' = 'v1'",
+        bids_ddl("bids", src),
+        f"CREATE TABLE results (window_start TIMESTAMP(3), window_end TIMESTAMP(3), auction BIGINT, n BIGINT) "
+        f"WITH ('connector' = 'kafka', 'topic' = '{out}', 'format' = 'json')",
+        "INSERT INTO results SELECT window_start, window_end, auction, COUNT(*) FROM "
+        "TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+        "GROUP BY window_start, window_end, auction"]))
+    pid = insert_pipeline_id(answer)
+    expected = oracle(bids, "SELECT epoch_ms(ws), epoch_ms(ws + 10000), auction, count(*) FROM "
+                            "(SELECT *, (epoch_ms(date_time) // 10000) * 10000 AS ws FROM bids) GROUP BY ALL")
+    from test_sql import assert_same_rows, read_rows
+    got = read_rows(kappa, out, expected=len(expected), timeout=60)
+    assert_same_rows(got, expected, [("window_start", "ts"), ("window_end", "ts"), ("auction", "int"), ("n", "int")])
+    p = get_pipeline(kappa, pid)
+    assert p["runtime"] == "v1" and p["checkpoints"]["completed"] == 0, p
+    status, body = sql_status(kappa, ";\n".join([
+        "SET 'execution.runtime' = 'v1'", totals_ddl("totals", unique("t")),
+        "INSERT INTO totals SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"]))
+    assert status == 400 and "v1 runtime" in body["error"], body
