@@ -2,7 +2,7 @@
 //! vectorised group accumulators (so every aggregate function has DataFusion's semantics),
 //! and emits each window once, when the watermark passes its last instant.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -114,27 +114,54 @@ pub struct WindowAggregate {
     /// Windows changed since the last snapshot.
     dirty: BTreeSet<(i64, i64)>,
     /// Windows whose state is in the state store.
-    persisted: HashSet<(i64, i64)>,
-    /// Persisted windows fired since the last snapshot (their state is to be deleted).
-    fired: Vec<(i64, i64)>,
+    /// Windows whose state is in the state store, with the number of chunks it takes.
+    persisted: HashMap<(i64, i64), u32>,
+    /// Persisted windows fired since the last snapshot (their chunks are to be deleted).
+    fired: Vec<((i64, i64), u32)>,
 }
 
-/// State key of a window: `w`, then end and start as order-preserving big-endian bytes.
-fn window_key(end: i64, start: i64) -> [u8; 17] {
-    let mut k = [0u8; 17];
+/// State key of a chunk of a window's groups: `w`, end and start as order-preserving
+/// big-endian bytes, then the chunk's number.
+fn window_key(end: i64, start: i64, chunk: u32) -> [u8; 21] {
+    let mut k = [0u8; 21];
     k[0] = b'w';
     k[1..9].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
     k[9..17].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k[17..21].copy_from_slice(&chunk.to_be_bytes());
     k
 }
 
 fn parse_window_key(k: &[u8]) -> Option<(i64, i64)> {
-    if k.len() != 17 || k[0] != b'w' {
+    if k.len() != 21 || k[0] != b'w' {
         return None;
     }
     let end = u64::from_be_bytes(k[1..9].try_into().ok()?) ^ (1 << 63);
     let start = u64::from_be_bytes(k[9..17].try_into().ok()?) ^ (1 << 63);
     Some((end as i64, start as i64))
+}
+
+/// Largest snapshot value: a changelog record must stay well under Kafka's 1 MiB message limit.
+pub(crate) const MAX_CHUNK_BYTES: usize = 256 << 10;
+
+/// Arrow IPC encodings of `batch` in row ranges each at most [`MAX_CHUNK_BYTES`] (or one row).
+pub(crate) fn ipc_chunks(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut len = batch.num_rows().clamp(1, 4096);
+    while offset < batch.num_rows() || (out.is_empty() && batch.num_rows() == 0) {
+        let take = len.min(batch.num_rows() - offset);
+        let bytes = crate::operators::to_ipc(&batch.slice(offset, take))?;
+        if bytes.len() > MAX_CHUNK_BYTES && take > 1 {
+            len = take / 2;
+            continue;
+        }
+        out.push(bytes);
+        offset += take;
+        if batch.num_rows() == 0 {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// State key of an operator's event-time progress.
@@ -163,7 +190,7 @@ impl WindowAggregate {
             fired_through: i64::MIN,
             late: 0,
             dirty: BTreeSet::new(),
-            persisted: HashSet::new(),
+            persisted: HashMap::new(),
             fired: Vec::new(),
         })
     }
@@ -332,8 +359,8 @@ impl WindowAggregate {
             }
             let group = entry.remove();
             self.dirty.remove(&(end, start));
-            if self.persisted.remove(&(end, start)) {
-                self.fired.push((end, start));
+            if let Some(chunks) = self.persisted.remove(&(end, start)) {
+                self.fired.push(((end, start), chunks));
             }
             out.push(self.emit(start, end, group)?);
         }
@@ -343,8 +370,10 @@ impl WindowAggregate {
     /// Writes the windows changed since the last snapshot to `state` under operator `op`,
     /// and deletes the state of windows that fired.
     pub fn snapshot(&mut self, op: u32, state: &mut crate::state::TaskState) -> Result<()> {
-        for (end, start) in std::mem::take(&mut self.fired) {
-            state.delete(op, &window_key(end, start))?;
+        for ((end, start), chunks) in std::mem::take(&mut self.fired) {
+            for c in 0..chunks {
+                state.delete(op, &window_key(end, start, c))?;
+            }
         }
         for w in std::mem::take(&mut self.dirty) {
             let Some(group) = self.windows.get_mut(&w) else {
@@ -366,12 +395,16 @@ impl WindowAggregate {
                 columns.extend(taken);
             }
             let batch = crate::operators::anonymous_batch_rows(columns, n)?;
-            state.put(
-                op,
-                &window_key(w.0, w.1),
-                &crate::operators::to_ipc(&batch)?,
-            )?;
-            self.persisted.insert(w);
+            let chunks = ipc_chunks(&batch)?;
+            for (c, bytes) in chunks.iter().enumerate() {
+                state.put(op, &window_key(w.0, w.1, c as u32), bytes)?;
+            }
+            let count = chunks.len() as u32;
+            // chunks a larger earlier snapshot of this window had
+            for c in count..self.persisted.get(&w).copied().unwrap_or(0) {
+                state.delete(op, &window_key(w.0, w.1, c))?;
+            }
+            self.persisted.insert(w, count);
         }
         state.put(op, META_KEY, &self.fired_through.to_be_bytes())?;
         Ok(())
@@ -396,36 +429,49 @@ impl WindowAggregate {
             let batch = crate::operators::from_ipc(&value)?;
             let n = batch.num_rows();
             let nkeys = self.keys.len();
-            let mut group = WindowGroups {
-                index: HashMap::new(),
-                keys: self.converter.empty_rows(0, 0),
-                groups: n,
-                accumulators: Vec::new(),
-                first_offsets: HashMap::new(),
+            if !self.windows.contains_key(&w) {
+                let group = WindowGroups {
+                    index: HashMap::new(),
+                    keys: self.converter.empty_rows(0, 0),
+                    groups: 0,
+                    accumulators: self
+                        .calls
+                        .iter()
+                        .map(|c| c.accumulator())
+                        .collect::<Result<_>>()?,
+                    first_offsets: HashMap::new(),
+                };
+                self.windows.insert(w, group);
+            }
+            let Some(group) = self.windows.get_mut(&w) else {
+                continue;
             };
+            let first = group.groups;
             if nkeys > 0 {
                 let rows = self.converter.convert_columns(&batch.columns()[..nkeys])?;
                 for (i, row) in rows.iter().enumerate() {
-                    group.index.insert(row.as_ref().into(), i);
+                    group.index.insert(row.as_ref().into(), first + i);
+                    group.keys.push(row);
                 }
-                group.keys = rows;
             }
-            let indices: Vec<usize> = (0..n).collect();
+            group.groups = if nkeys > 0 { first + n } else { n.max(first) };
+            let indices: Vec<usize> = if nkeys > 0 {
+                (first..first + n).collect()
+            } else {
+                (0..n).collect()
+            };
             let mut at = nkeys;
-            for call in &self.calls {
+            for (acc, call) in group.accumulators.iter_mut().zip(&self.calls) {
                 let width = call.function.state_fields()?.len();
                 let cols = batch.columns().get(at..at + width).ok_or_else(|| {
                     crate::StreamError::State(
                         "a window snapshot has fewer columns than its aggregates".into(),
                     )
                 })?;
-                let mut acc = call.accumulator()?;
-                acc.merge_batch(cols, &indices, n)?;
-                group.accumulators.push(acc);
+                acc.merge_batch(cols, &indices, group.groups)?;
                 at += width;
             }
-            self.windows.insert(w, group);
-            self.persisted.insert(w);
+            *self.persisted.entry(w).or_insert(0) += 1;
         }
         Ok(())
     }
@@ -462,5 +508,53 @@ impl WindowAggregate {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+
+    #[test]
+    fn snapshots_split_into_chunks_a_kafka_message_can_carry() {
+        let values: Vec<String> = (0..60_000)
+            .map(|i| format!("key-{i:08}-{}", "x".repeat(20)))
+            .collect();
+        let batch = crate::operators::anonymous_batch_rows(
+            vec![Arc::new(StringArray::from(values.clone())) as ArrayRef],
+            values.len(),
+        )
+        .unwrap();
+        let chunks = ipc_chunks(&batch).unwrap();
+        assert!(chunks.len() > 1);
+        let mut back = Vec::new();
+        for c in &chunks {
+            assert!(c.len() <= MAX_CHUNK_BYTES, "{}", c.len());
+            let b = crate::operators::from_ipc(c).unwrap();
+            let s = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            back.extend(s.iter().map(|v| v.unwrap().to_string()));
+        }
+        assert_eq!(back, values);
+        // an empty batch is one chunk of no rows
+        assert_eq!(ipc_chunks(&batch.slice(0, 0)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn window_keys_sort_by_end_then_start_including_negative_times() {
+        let mut keys = [
+            window_key(10, 0, 0),
+            window_key(-5, -10, 1),
+            window_key(10, -5, 0),
+            window_key(-5, -10, 0),
+        ];
+        keys.sort();
+        let parsed: Vec<(i64, i64)> = keys.iter().map(|k| parse_window_key(k).unwrap()).collect();
+        assert_eq!(parsed, vec![(-5, -10), (-5, -10), (10, -5), (10, 0)]);
     }
 }

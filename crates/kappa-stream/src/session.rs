@@ -42,10 +42,16 @@ pub struct SessionAggregate {
     late: u64,
     /// Sessions changed (or fired) since the last snapshot.
     dirty: bool,
+    /// Chunks the last snapshot of the open sessions took.
+    persisted_chunks: u32,
 }
 
-/// State key of all open sessions of the operator.
-const SESSIONS_KEY: &[u8] = b"s";
+/// State key of a chunk of the operator's open sessions.
+fn sessions_key(chunk: u32) -> [u8; 5] {
+    let mut k = [b's', 0, 0, 0, 0];
+    k[1..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
 
 impl SessionAggregate {
     #[allow(clippy::too_many_arguments)]
@@ -71,6 +77,7 @@ impl SessionAggregate {
             fired_through: i64::MIN,
             late: 0,
             dirty: false,
+            persisted_chunks: 0,
         })
     }
 
@@ -261,7 +268,14 @@ impl SessionAggregate {
                 }
             }
             let batch = crate::operators::anonymous_batch_rows(columns, n)?;
-            state.put(op, SESSIONS_KEY, &crate::operators::to_ipc(&batch)?)?;
+            let chunks = crate::aggregate::ipc_chunks(&batch)?;
+            for (c, bytes) in chunks.iter().enumerate() {
+                state.put(op, &sessions_key(c as u32), bytes)?;
+            }
+            for c in chunks.len() as u32..self.persisted_chunks {
+                state.delete(op, &sessions_key(c))?;
+            }
+            self.persisted_chunks = chunks.len() as u32;
         }
         state.put(
             op,
@@ -273,7 +287,6 @@ impl SessionAggregate {
 
     /// Rebuilds the open sessions from `state`.
     pub fn restore(&mut self, op: u32, state: &crate::state::TaskState) -> Result<()> {
-        use datafusion::arrow::array::{BinaryArray, Int64Array};
         self.sessions.clear();
         self.dirty = false;
         if let Some(v) = state.get(op, crate::aggregate::META_KEY)? {
@@ -281,11 +294,24 @@ impl SessionAggregate {
                 self.fired_through = i64::from_be_bytes(b);
             }
         }
-        let Some(bytes) = state.get(op, SESSIONS_KEY)? else {
-            return Ok(());
-        };
-        let batch = crate::operators::from_ipc(&bytes)?;
+        self.persisted_chunks = 0;
+        for (key, bytes) in state.scan(op)? {
+            if key.len() != 5 || key[0] != b's' {
+                continue;
+            }
+            self.persisted_chunks += 1;
+            let batch = crate::operators::from_ipc(&bytes)?;
+            self.restore_chunk(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn restore_chunk(&mut self, batch: &RecordBatch) -> Result<()> {
+        use datafusion::arrow::array::{BinaryArray, Int64Array};
         let bad = || crate::StreamError::State("a malformed session snapshot".into());
+        if batch.num_columns() < 3 {
+            return Err(bad());
+        }
         let keys = batch
             .column(0)
             .as_any()

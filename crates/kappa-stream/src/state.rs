@@ -68,8 +68,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A value with TTL carries the time it was written in its first 8 bytes.
-const TTL_HEADER: usize = 8;
+/// Every value starts with a tag: `PLAIN`, or `EXPIRING` followed by the time it was
+/// written (8 bytes), for state under `table.exec.state.ttl`.
+const PLAIN: u8 = 0;
+const EXPIRING: u8 = 1;
+const EXPIRING_HEADER: usize = 9;
 
 pub struct TaskState {
     db: DB,
@@ -108,7 +111,10 @@ fn options(config: &StateConfig) -> Options {
 }
 
 fn expired(value: &[u8], ttl_ms: u64, now: u64) -> bool {
-    match value.get(..TTL_HEADER) {
+    if value.first() != Some(&EXPIRING) {
+        return false;
+    }
+    match value.get(1..EXPIRING_HEADER) {
         Some(h) => {
             let written = u64::from_be_bytes(h.try_into().unwrap_or([0; 8]));
             written.saturating_add(ttl_ms) < now
@@ -161,25 +167,33 @@ impl TaskState {
         self.changelog = changelog;
     }
 
-    fn wrap<'a>(&self, value: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
-        if self.ttl_ms == 0 {
-            return value;
+    fn wrap(&self, value: &[u8], expiring: bool) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(value.len() + EXPIRING_HEADER);
+        if expiring && self.ttl_ms > 0 {
+            buf.push(EXPIRING);
+            buf.extend_from_slice(&now_ms().to_be_bytes());
+        } else {
+            buf.push(PLAIN);
         }
-        buf.clear();
-        buf.extend_from_slice(&now_ms().to_be_bytes());
         buf.extend_from_slice(value);
         buf
     }
 
     fn unwrap_value(&self, mut value: Vec<u8>) -> Option<Vec<u8>> {
-        if self.ttl_ms == 0 {
-            return Some(value);
+        match value.first() {
+            Some(&PLAIN) => {
+                value.remove(0);
+                Some(value)
+            }
+            Some(&EXPIRING) if value.len() >= EXPIRING_HEADER => {
+                if self.ttl_ms > 0 && expired(&value, self.ttl_ms, now_ms()) {
+                    return None;
+                }
+                value.drain(..EXPIRING_HEADER);
+                Some(value)
+            }
+            _ => None,
         }
-        if value.len() < TTL_HEADER || expired(&value, self.ttl_ms, now_ms()) {
-            return None;
-        }
-        value.drain(..TTL_HEADER);
-        Some(value)
     }
 
     pub fn get(&self, op: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -203,10 +217,19 @@ impl TaskState {
             .collect()
     }
 
+    /// Writes state that `table.exec.state.ttl` does not expire (windows, progress).
     pub fn put(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_tagged(op, key, value, false)
+    }
+
+    /// Writes state that expires `table.exec.state.ttl` after this write.
+    pub fn put_expiring(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_tagged(op, key, value, true)
+    }
+
+    fn put_tagged(&mut self, op: u32, key: &[u8], value: &[u8], expiring: bool) -> Result<()> {
         let k = state_key(op, key);
-        let mut buf = Vec::new();
-        let v = self.wrap(value, &mut buf).to_vec();
+        let v = self.wrap(value, expiring);
         self.bytes_written += (k.len() + v.len()) as u64;
         self.pending.put(&k, &v);
         if let Some(c) = self.changelog.as_mut() {
@@ -224,7 +247,7 @@ impl TaskState {
         Ok(())
     }
 
-    /// Applies a changelog record as it was written (TTL header included).
+    /// Applies a changelog record as it was written (tag included).
     pub fn apply_raw(&mut self, key: &[u8], value: Option<&[u8]>) {
         match value {
             Some(v) => self.pending.put(key, v),
@@ -473,11 +496,19 @@ mod tests {
             ..StateConfig::default()
         };
         let mut s = TaskState::open(dir.path(), &config, None, true).unwrap();
-        s.put(1, b"k", b"v").unwrap();
+        s.put_expiring(1, b"k", b"v").unwrap();
+        s.put(1, b"window", b"w").unwrap();
         s.flush().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert_eq!(s.get(1, b"k").unwrap(), None);
-        assert!(expired(&1u64.to_be_bytes(), 10, 100));
-        assert!(!expired(&95u64.to_be_bytes(), 10, 100));
+        assert_eq!(
+            s.get(1, b"window").unwrap().as_deref(),
+            Some(&b"w"[..]),
+            "windows do not expire"
+        );
+        let tagged = |t: u64| [&[EXPIRING][..], &t.to_be_bytes()].concat();
+        assert!(expired(&tagged(1), 10, 100));
+        assert!(!expired(&tagged(95), 10, 100));
+        assert!(!expired(&[PLAIN, 1, 2, 3], 10, 100));
     }
 }

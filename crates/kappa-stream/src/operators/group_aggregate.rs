@@ -72,7 +72,7 @@ impl GroupAggregate {
     fn write_back(&mut self, state: &mut TaskState, clear: bool) -> Result<()> {
         for (k, c) in self.cache.iter_mut() {
             if c.dirty {
-                state.put(self.op, k, &c.state)?;
+                state.put_expiring(self.op, k, &c.state)?;
                 c.dirty = false;
             }
         }

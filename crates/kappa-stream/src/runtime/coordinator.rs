@@ -38,7 +38,14 @@ use crate::state::{copy_dir_plain, list_checkpoints, TaskState};
 pub(crate) const CHANNEL_BATCHES: usize = 4;
 
 pub(crate) enum Control {
-    Barrier(u64),
+    /// A checkpoint's barrier; `last`: the pipeline stops after this checkpoint, so sources
+    /// read nothing more.
+    Barrier {
+        id: u64,
+        last: bool,
+    },
+    /// Read on after a `last` barrier whose stop was called off.
+    Resume,
     End,
 }
 
@@ -47,6 +54,7 @@ pub(crate) enum Ack {
         checkpoint: u64,
         offsets: Vec<(i32, i64)>,
         watermark: i64,
+        idle: bool,
     },
     Task {
         checkpoint: u64,
@@ -63,6 +71,8 @@ pub(crate) enum Ack {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointMeta {
     pub id: u64,
+    /// Which changelog topic holds the state (0: the first).
+    pub epoch: u64,
     pub watermark: i64,
     /// Per changelog partition, the offset its state reaches (exclusive).
     pub changelog: Vec<(i32, i64)>,
@@ -76,9 +86,10 @@ impl CheckpointMeta {
             .map(|(p, o)| format!("{p}:{o}"))
             .collect();
         format!(
-            "kappa-v2;chk={};wm={};cl={}",
+            "kappa-v2;chk={};wm={};ep={};cl={}",
             self.id,
             self.watermark,
+            self.epoch,
             cl.join(",")
         )
     }
@@ -87,6 +98,7 @@ impl CheckpointMeta {
         let rest = text.strip_prefix("kappa-v2;")?;
         let mut meta = CheckpointMeta {
             id: 0,
+            epoch: 0,
             watermark: i64::MIN,
             changelog: Vec::new(),
         };
@@ -95,6 +107,7 @@ impl CheckpointMeta {
             match k {
                 "chk" => meta.id = v.parse().ok()?,
                 "wm" => meta.watermark = v.parse().ok()?,
+                "ep" => meta.epoch = v.parse().ok()?,
                 "cl" => {
                     for e in v.split(',').filter(|e| !e.is_empty()) {
                         let (p, o) = e.split_once(':')?;
@@ -275,7 +288,7 @@ struct Pending {
     started: Instant,
     acks: usize,
     offsets: HashMap<i32, i64>,
-    watermark: Option<i64>,
+    watermarks: Vec<(i64, bool)>,
     new_bytes: u64,
     alignment: Duration,
     savepoint: Option<super::SavepointRequest>,
@@ -300,7 +313,7 @@ pub(crate) fn run(
     let source = Arc::new(source);
     let sink = Arc::new(sink);
     let props = source.properties.clone();
-    let changelog_topic = format!("_kappa-pipeline-{id}-changelog");
+    let changelog_base = format!("_kappa-pipeline-{id}-changelog");
 
     // the partitions to read (a topic that does not exist yet is waited for)
     let mut committer_config = client_config(&props);
@@ -329,6 +342,22 @@ pub(crate) fn run(
         std::thread::sleep(Duration::from_millis(500));
     };
     tracing::info!(pipeline = %id, topic = %source.topic, partitions = partitions.len(), "pipeline starting");
+
+    // first fence an earlier instance (aborting the transaction it left open, or letting its
+    // commit finish), so that the committed offsets read next are final
+    let producer = kafka::producer(
+        &sink.properties,
+        settings.delivery,
+        &settings.transactional_id,
+        settings.checkpoint_interval,
+        &changelog_base,
+    )?;
+    if settings.delivery == Delivery::ExactlyOnce {
+        let started = Instant::now();
+        producer.init_transactions(Duration::from_secs(60))?;
+        producer.begin_transaction()?;
+        tracing::info!(pipeline = %id, transactional_id = %settings.transactional_id, ms = super::millis_since(started), "transactions initialized (an earlier instance is fenced)");
+    }
 
     // where to start: a savepoint, the committed checkpoint, or the startup mode
     let ids = state_ids(&ops);
@@ -377,6 +406,19 @@ pub(crate) fn run(
         committed = sp.offsets.iter().copied().collect();
     }
 
+    // a start from a savepoint begins a new changelog (the old one holds a timeline the
+    // savepoint leaves behind); a checkpoint names the changelog its state is in
+    let epoch = match (&savepoint, &meta) {
+        (Some(_), _) => crate::state::now_ms(),
+        (None, Some(m)) => m.epoch,
+        (None, None) => 0,
+    };
+    let changelog_topic = if epoch == 0 {
+        changelog_base.clone()
+    } else {
+        format!("{changelog_base}-{epoch}")
+    };
+
     let keyed_at = ops.iter().position(|o| o.partition_keys().is_some());
     let parallelism = settings.parallelism.max(1);
     let keyed_tasks = if keyed_at.is_some() { parallelism } else { 0 };
@@ -385,21 +427,9 @@ pub(crate) fn run(
         .parallelism
         .store(parallelism as u64, Ordering::Relaxed);
 
-    let producer = kafka::producer(
-        &sink.properties,
-        settings.delivery,
-        &settings.transactional_id,
-        settings.checkpoint_interval,
-        &changelog_topic,
-    )?;
-    if settings.delivery == Delivery::ExactlyOnce {
-        // fences an earlier instance and aborts the transaction it left open
-        let started = Instant::now();
-        producer.init_transactions(Duration::from_secs(60))?;
-        producer.begin_transaction()?;
-        tracing::info!(pipeline = %id, transactional_id = %settings.transactional_id, ms = super::millis_since(started), "transactions initialized (an earlier instance is fenced)");
-    }
-    let gate = Arc::new(Gate::new(settings.delivery == Delivery::ExactlyOnce));
+    // with exactly-once, writes past a barrier must go to the next transaction; with
+    // at-least-once, holding them keeps the checkpoint's flush finite under load
+    let gate = Arc::new(Gate::new(settings.delivery != Delivery::None));
     if let Some(m) = &meta {
         // the changelog's state reaches these offsets (until tasks write more)
         kafka::seed_changelog_ends(&producer, &m.changelog);
@@ -677,14 +707,17 @@ pub(crate) fn run(
                 }
                 next_id += 1;
                 for c in &controls {
-                    let _ = c.send(Control::Barrier(next_id));
+                    let _ = c.send(Control::Barrier {
+                        id: next_id,
+                        last: stopping,
+                    });
                 }
                 pending = Some(Pending {
                     id: next_id,
                     started: Instant::now(),
                     acks: 0,
                     offsets: HashMap::new(),
-                    watermark: None,
+                    watermarks: Vec::new(),
                     new_bytes: 0,
                     alignment: Duration::ZERO,
                     savepoint: savepoint_req,
@@ -717,12 +750,12 @@ pub(crate) fn run(
                 checkpoint,
                 offsets,
                 watermark,
-                ..
+                idle,
             } => {
                 if let Some(p) = pending.as_mut().filter(|p| p.id == checkpoint) {
                     p.acks += 1;
                     p.offsets.extend(offsets);
-                    p.watermark = Some(p.watermark.map_or(watermark, |w| w.min(watermark)));
+                    p.watermarks.push((watermark, idle));
                 }
             }
             Ack::Task {
@@ -748,6 +781,7 @@ pub(crate) fn run(
                 settings.delivery,
                 &gate,
                 &runtime.cancel,
+                epoch,
             );
             let meta = match completed {
                 Ok(m) => m,
@@ -795,6 +829,13 @@ pub(crate) fn run(
                         dir: req.dir.display().to_string(),
                     },
                 );
+                if result.is_err() && !control.stop.load(Ordering::Relaxed) {
+                    // the pipeline goes on: it was asked to stop only with a savepoint
+                    stopping = false;
+                    for c in &controls {
+                        let _ = c.send(Control::Resume);
+                    }
+                }
                 let _ = req.reply.send(result.map_err(|e| e.to_string()));
             }
             for t in 0..keyed_tasks {
@@ -821,6 +862,12 @@ pub(crate) fn run(
     }
     for h in handles {
         let _ = h.join();
+    }
+    if outcome.is_ok() && !cancelled && settings.delivery == Delivery::ExactlyOnce {
+        // what was written after the last checkpoint is redone from it on the next start
+        if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
+            tracing::warn!(pipeline = %id, "aborting the transaction after the last checkpoint: {e}");
+        }
     }
     if outcome.is_ok() {
         tracing::info!(pipeline = %id, "pipeline stopped");
@@ -853,6 +900,7 @@ fn spawn_task(
         .map_err(|e| StreamError::Checkpoint(format!("starting a task thread: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Commits checkpoint `p`: its offsets (with the checkpoint in their metadata) and, with
 /// exactly-once, the transaction holding its output and changelog.
 fn complete(
@@ -863,6 +911,7 @@ fn complete(
     delivery: Delivery,
     gate: &Gate,
     cancel: &AtomicBool,
+    epoch: u64,
 ) -> Result<CheckpointMeta> {
     let timeout = Duration::from_secs(60);
     if delivery != Delivery::ExactlyOnce {
@@ -874,7 +923,8 @@ fn complete(
     let mut changelog: Vec<(i32, i64)> = kafka::changelog_ends(producer).into_iter().collect();
     let meta_of = |changelog: &[(i32, i64)]| CheckpointMeta {
         id: p.id,
-        watermark: p.watermark.unwrap_or(i64::MIN),
+        epoch,
+        watermark: super::combine(p.watermarks.iter().copied()),
         changelog: changelog.to_vec(),
     };
     let tpl_of = |meta: &CheckpointMeta| -> Result<TopicPartitionList> {
@@ -989,6 +1039,7 @@ mod tests {
     fn checkpoint_metadata_round_trips() {
         let m = CheckpointMeta {
             id: 42,
+            epoch: 7,
             watermark: -5,
             changelog: vec![(0, 10), (1, 0)],
         };

@@ -40,7 +40,8 @@ impl ProducerContext for ProducerContextImpl {
                     first.get_or_insert_with(|| e.to_string());
                 }
             }
-            Ok(m) if m.topic() == self.changelog_topic => {
+            // the changelog topic, whatever its epoch suffix
+            Ok(m) if m.topic().starts_with(&self.changelog_topic) => {
                 if let Ok(mut o) = self.changelog_offsets.lock() {
                     let e = o.entry(m.partition()).or_insert(-1);
                     *e = (*e).max(m.offset());

@@ -97,6 +97,8 @@ impl SourceTask {
         let mut sent_watermark = (i64::MIN, false);
         let mut last_poll_warning = Instant::now() - Duration::from_secs(60);
         let mut out: Vec<RecordBatch> = Vec::new();
+        // after the last barrier before a stop: read nothing more
+        let mut draining = false;
         loop {
             if self.abort.load(Ordering::Relaxed) {
                 return Ok(());
@@ -104,7 +106,7 @@ impl SourceTask {
             // a barrier or the end, between two polls
             while let Ok(c) = self.control.try_recv() {
                 match c {
-                    Control::Barrier(n) => {
+                    Control::Barrier { id: n, last } => {
                         let offsets: Vec<(i32, i64)> =
                             self.positions.iter().map(|(&p, &o)| (p, o)).collect();
                         self.pass(|| Msg::Barrier(n))?;
@@ -112,9 +114,12 @@ impl SourceTask {
                             checkpoint: n,
                             offsets,
                             watermark: tracker.current(),
+                            idle: tracker.all_idle(Instant::now()),
                         });
                         self.gate.barrier.store(n, Ordering::Release);
+                        draining = last;
                     }
+                    Control::Resume => draining = false,
                     Control::End => {
                         self.pass(|| Msg::End)?;
                         return Ok(());
@@ -122,6 +127,10 @@ impl SourceTask {
                 }
             }
 
+            if draining {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             let mut messages: Vec<BorrowedMessage<'_>> = Vec::new();
             let mut wait = Duration::from_millis(50);
             while messages.len() < self.max_batch {
