@@ -41,8 +41,11 @@ CREATE TABLE big_counts (k BIGINT, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFOR
 INSERT INTO big_counts SELECT k, COUNT(*), SUM(v) FROM big GROUP BY k;" >/dev/null
 id=p1
 rss_max=0
+: > "$dir/checkpoints"
 while :; do
-  n=$(curl -s "http://127.0.0.1:$hport/v1/pipelines/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["records_in"])')
+  curl -s "http://127.0.0.1:$hport/v1/pipelines/$id" > "$dir/now.json"
+  n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"]["records_in"])' "$dir/now.json")
+  python3 -c 'import json,sys; c = json.load(open(sys.argv[1]))["checkpoints"]; print(c["last_id"], c["last_duration_ms"], c["last_size_bytes"], c["last_full_size_bytes"])' "$dir/now.json" >> "$dir/checkpoints"
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status); [ "$rss" -gt "$rss_max" ] && rss_max=$rss
   [ "$n" -ge "$keys" ] && break
   sleep 1
@@ -53,9 +56,17 @@ before=$(curl -s "http://127.0.0.1:$hport/v1/pipelines/$id" | python3 -c 'import
 while [ "$(curl -s "http://127.0.0.1:$hport/v1/pipelines/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoints"]["completed"])')" -le "$((before + 1))" ]; do sleep 1; done
 curl -s "http://127.0.0.1:$hport/v1/pipelines/$id" > "$dir/p.json"
 state_bytes=$(du -sb "$dir/data/pipelines/$id" | cut -f1)
-python3 - "$keys" "$t0" "$t1" "$c0" "$c1" "$tick" "$rss_max" "$state_bytes" "$dir/p.json" <<'PY'
+python3 - "$keys" "$t0" "$t1" "$c0" "$c1" "$tick" "$rss_max" "$state_bytes" "$dir/p.json" "$dir/checkpoints" <<'PY'
 import json, sys
-keys, t0, t1, c0, c1, tick, rss, state, path = sys.argv[1:]
+keys, t0, t1, c0, c1, tick, rss, state, path, chk = sys.argv[1:]
+during = {}
+for line in open(chk):
+    i, d, new, full = line.split()
+    if i != "None":
+        during[i] = (int(d), int(new), int(full))
+if during:
+    print("checkpoints during the load (id: duration ms, new MB, all MB): " +
+          ", ".join(f"{i}: {d}, {n/1e6:.1f}, {f/1e6:.1f}" for i, (d, n, f) in sorted(during.items(), key=lambda x: int(x[0]))))
 p = json.load(open(path)); c = p["checkpoints"]; m = p["metrics"]
 wall = float(t1) - float(t0); cpu = (int(c1) - int(c0)) / int(tick)
 print(f"{int(keys):,} distinct keys: {int(keys)/wall:,.0f} events/s, {int(keys)/cpu:,.0f} per kappa CPU-second; "
