@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::chain::Chain;
 use super::exchange::Exchange;
 use super::kafka::{self, Changelog, PipelineProducer, SinkWriter, TaskGate};
+use super::kafka_source::KafkaSource;
 use super::keyed_task::KeyedTask;
 use super::source_task::{Output, SourceTask};
 use super::{Delivery, Gate, RunSpec, RuntimeControl, SharedWatermarks};
@@ -534,13 +535,13 @@ pub(crate) fn run(
                 inputs: source_tasks,
                 chain,
                 state,
-                sink: SinkWriter::new(
+                sink: Box::new(SinkWriter::new(
                     sink.clone(),
                     producer.clone(),
                     task_gate.clone(),
                     metrics.clone(),
                     runtime.clone(),
-                ),
+                )),
                 acks: ack_tx.clone(),
                 gate: task_gate,
                 metrics: metrics.clone(),
@@ -634,20 +635,27 @@ pub(crate) fn run(
             .collect::<Result<Vec<_>>>()?;
         let (ctl_tx, ctl_rx) = mpsc::channel();
         controls.push(ctl_tx);
+        let reader = KafkaSource::new(
+            id.clone(),
+            source.clone(),
+            consumer,
+            &mine,
+            positions,
+            producer.clone(),
+            task_gate.clone(),
+            metrics.clone(),
+        )?;
         let st = SourceTask {
             index: task,
             pipeline: id.clone(),
             source: source.clone(),
-            consumer: Some(consumer),
-            partitions: mine,
-            positions,
+            reader: Box::new(reader),
             restored_watermark,
             chain: Chain::new(task_ops, busy.clone(), 0, metrics.clone()),
             output,
             control: ctl_rx,
             acks: ack_tx.clone(),
             gate: task_gate,
-            producer: producer.clone(),
             metrics: metrics.clone(),
             watermarks: watermarks.clone(),
             max_batch: settings.max_batch,

@@ -210,6 +210,12 @@ pub(crate) fn dead_letter(
     send(producer, record)
 }
 
+impl super::source::Sink for SinkWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.write_batch(batch)
+    }
+}
+
 /// A task's writer to the sink topic.
 pub(crate) struct SinkWriter {
     spec: Arc<SinkSpec>,
@@ -247,7 +253,7 @@ impl SinkWriter {
         }
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -15,7 +15,8 @@ use datafusion::arrow::array::RecordBatch;
 use super::chain::Chain;
 use super::coordinator::Ack;
 use super::exchange::{Envelope, Msg};
-use super::kafka::{SinkWriter, TaskGate};
+use super::kafka::TaskGate;
+use super::source::Sink;
 use super::{combine, RuntimeControl};
 use crate::error::Result;
 use crate::metrics::PipelineMetrics;
@@ -36,7 +37,7 @@ pub(crate) struct KeyedTask {
     pub inputs: usize,
     pub chain: Chain,
     pub state: TaskState,
-    pub sink: SinkWriter,
+    pub sink: Box<dyn Sink>,
     pub acks: Sender<Ack>,
     pub gate: TaskGate,
     pub metrics: Arc<PipelineMetrics>,
@@ -59,7 +60,14 @@ impl KeyedTask {
         let mut watermark = start;
         let mut aligning: Option<(u64, Instant)> = None;
         let mut out: Vec<RecordBatch> = Vec::new();
+        let mut committed_seen = self.gate.barrier.load(Ordering::Acquire);
         loop {
+            // a checkpoint this task's sink took part in has completed
+            let committed = self.gate.gate.committed();
+            if committed > committed_seen {
+                self.sink.commit(committed)?;
+                committed_seen = committed;
+            }
             let env = match self.inbox.recv_timeout(Duration::from_millis(100)) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => {
@@ -130,6 +138,7 @@ impl KeyedTask {
                         if inputs.iter().all(|i| i.blocked || i.ended) {
                             let alignment = since.elapsed();
                             self.chain.snapshot(&mut self.state)?;
+                            self.sink.prepare_commit(n)?;
                             let (_, new_bytes) = self.state.checkpoint(n)?;
                             let _ = self.acks.send(Ack::Task {
                                 checkpoint: n,
@@ -150,6 +159,11 @@ impl KeyedTask {
                     Msg::End => {
                         input.ended = true;
                         if inputs.iter().all(|i| i.ended) {
+                            // the last checkpoint completed before the end was sent
+                            let committed = self.gate.gate.committed();
+                            if committed > committed_seen {
+                                self.sink.commit(committed)?;
+                            }
                             return Ok(());
                         }
                     }

@@ -15,7 +15,9 @@ mod chain;
 mod coordinator;
 mod exchange;
 mod kafka;
+mod kafka_source;
 mod keyed_task;
+pub mod source;
 mod source_task;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use crate::pipeline::{PipelineControl, PipelineState, SinkSpec, SourceSpec};
 use crate::state::StateConfig;
 
 pub use coordinator::{CheckpointMeta, SavepointMeta};
+pub use source::{Sink, Source, SplitBatch};
 
 /// `'sink.delivery-guarantee'`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +146,11 @@ impl Gate {
                 .0;
         }
         Ok(())
+    }
+
+    /// The last committed checkpoint.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.lock().map(|c| *c).unwrap_or(0)
     }
 
     fn open(&self, n: u64) {

@@ -1,11 +1,9 @@
-//! A source task: reads its share of the source topic's partitions, decodes records into Arrow
-//! batches (bad ones to the dead-letter topic, skipped, or failing the pipeline), tracks
-//! per-partition watermarks, runs the operators before the keyed exchange, and sends the
-//! result on (or, when nothing is keyed, writes it to the sink). A barrier from the
-//! coordinator is taken between polls: the task reports its next offsets and watermark, then
-//! passes the barrier downstream.
+//! A source task: polls its [`Source`] (its share of a table's splits, decoded into Arrow
+//! batches), tracks a watermark per split, runs the operators before the keyed exchange, and
+//! sends the result on (or, when nothing is keyed, writes it to the sink). A barrier from the
+//! coordinator is taken between polls: the task reports the source's positions and its
+//! watermark, then passes the barrier downstream.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -13,42 +11,35 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::max;
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
 
 use super::chain::Chain;
 use super::coordinator::{Ack, Control};
 use super::exchange::{Exchange, Msg};
-use super::kafka::{self, PipelineProducer, SinkWriter, TaskGate};
+use super::kafka::TaskGate;
+use super::source::{Sink, Source, SplitBatch};
 use super::SharedWatermarks;
 use crate::error::{Result, StreamError};
-use crate::format::RecordDecoder;
 use crate::metrics::PipelineMetrics;
-use crate::pipeline::{assemble, BadRecordPolicy, SourceSpec};
+use crate::pipeline::SourceSpec;
 use crate::watermark::WatermarkTracker;
 use crate::window::event_times;
 
 pub(crate) enum Output {
     Exchange(Exchange),
-    Sink(Box<SinkWriter>),
+    Sink(Box<dyn Sink>),
 }
 
 pub(crate) struct SourceTask {
     pub index: usize,
     pub pipeline: String,
     pub source: Arc<SourceSpec>,
-    pub consumer: Option<BaseConsumer>,
-    pub partitions: Vec<i32>,
-    /// Next offset to read per partition, where known.
-    pub positions: HashMap<i32, i64>,
+    pub reader: Box<dyn Source>,
     pub restored_watermark: Option<i64>,
     pub chain: Chain,
     pub output: Output,
     pub control: Receiver<Control>,
     pub acks: Sender<Ack>,
     pub gate: TaskGate,
-    pub producer: Arc<PipelineProducer>,
     pub metrics: Arc<PipelineMetrics>,
     pub watermarks: Arc<SharedWatermarks>,
     pub max_batch: usize,
@@ -74,28 +65,14 @@ impl SourceTask {
     }
 
     pub fn run(mut self) -> Result<()> {
-        let consumer = self
-            .consumer
-            .take()
-            .ok_or_else(|| StreamError::Source("a source task without its consumer".into()))?;
-        let decoder = RecordDecoder::new(
-            self.source.format,
-            self.source.value_schema.clone(),
-            self.source.csv_delimiter,
-        )?;
-        let slot: HashMap<i32, usize> = self
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (p, i))
-            .collect();
-        let mut tracker = WatermarkTracker::new(self.partitions.len(), self.source.idle_timeout);
+        let mut tracker = WatermarkTracker::new(self.reader.splits(), self.source.idle_timeout);
         if let Some(wm) = self.restored_watermark {
             tracker.restore(wm);
             self.watermarks.set(self.index, wm, false);
         }
         let mut sent_watermark = (i64::MIN, false);
-        let mut last_poll_warning = Instant::now() - Duration::from_secs(60);
+        let mut committed_seen = self.gate.barrier.load(Ordering::Acquire);
+        let mut polled: Vec<SplitBatch> = Vec::new();
         let mut out: Vec<RecordBatch> = Vec::new();
         // after the last barrier before a stop: read nothing more
         let mut draining = false;
@@ -107,8 +84,10 @@ impl SourceTask {
             while let Ok(c) = self.control.try_recv() {
                 match c {
                     Control::Barrier { id: n, last } => {
-                        let offsets: Vec<(i32, i64)> =
-                            self.positions.iter().map(|(&p, &o)| (p, o)).collect();
+                        let offsets = self.reader.positions();
+                        if let Output::Sink(sink) = &mut self.output {
+                            sink.prepare_commit(n)?;
+                        }
                         self.pass(|| Msg::Barrier(n))?;
                         let _ = self.acks.send(Ack::Source {
                             checkpoint: n,
@@ -121,98 +100,39 @@ impl SourceTask {
                     }
                     Control::Resume => draining = false,
                     Control::End => {
+                        let committed = self.gate.gate.committed();
+                        if committed > committed_seen {
+                            if let Output::Sink(sink) = &mut self.output {
+                                sink.commit(committed)?;
+                            }
+                        }
                         self.pass(|| Msg::End)?;
                         return Ok(());
                     }
                 }
             }
 
+            // a checkpoint this task's sink took part in has completed
+            let committed = self.gate.gate.committed();
+            if committed > committed_seen {
+                if let Output::Sink(sink) = &mut self.output {
+                    sink.commit(committed)?;
+                }
+                committed_seen = committed;
+            }
             if draining {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            let mut messages: Vec<BorrowedMessage<'_>> = Vec::new();
-            let mut wait = Duration::from_millis(50);
-            while messages.len() < self.max_batch {
-                match consumer.poll(wait) {
-                    Some(Ok(m)) => messages.push(m),
-                    Some(Err(KafkaError::PartitionEOF(_))) => {}
-                    Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
-                    Some(Err(e)) => {
-                        if last_poll_warning.elapsed() > Duration::from_secs(10) {
-                            tracing::warn!(pipeline = %self.pipeline, "reading '{}': {e}", self.source.topic);
-                            last_poll_warning = Instant::now();
-                        }
-                        break;
-                    }
-                    None => break,
-                }
-                wait = Duration::ZERO;
-            }
+            polled.clear();
+            self.reader
+                .poll(self.max_batch, Duration::from_millis(50), &mut polled)?;
             let now = Instant::now();
-            let mut by_partition: Vec<(i32, Vec<usize>)> = Vec::new();
-            for (i, m) in messages.iter().enumerate() {
-                match by_partition.iter_mut().find(|(p, _)| *p == m.partition()) {
-                    Some((_, v)) => v.push(i),
-                    None => by_partition.push((m.partition(), vec![i])),
-                }
-            }
-            for (partition, idx) in by_partition {
-                let msgs: Vec<&BorrowedMessage<'_>> = idx.iter().map(|&i| &messages[i]).collect();
-                let Some(last) = msgs.last() else { continue };
-                self.positions.insert(partition, last.offset() + 1);
-                let live: Vec<&BorrowedMessage<'_>> =
-                    msgs.into_iter().filter(|m| m.payload().is_some()).collect();
-                self.metrics
-                    .records_in
-                    .fetch_add(live.len() as u64, Ordering::Relaxed);
-                let payloads: Vec<&[u8]> = live
-                    .iter()
-                    .map(|m| m.payload().unwrap_or_default())
-                    .collect();
-                let decoded = decoder.decode(&payloads)?;
-                for (i, reason) in &decoded.bad {
-                    let m = live[*i];
-                    self.metrics.bad_records.fetch_add(1, Ordering::Relaxed);
-                    match &self.source.bad_records {
-                        BadRecordPolicy::Fail => {
-                            return Err(StreamError::BadRecord {
-                                topic: self.source.topic.clone(),
-                                partition,
-                                offset: m.offset(),
-                                reason: format!(
-                                    "{reason} (table '{}'; set 'json.ignore-parse-errors' = 'true' or 'dead-letter.topic' to go on)",
-                                    self.source.table
-                                ),
-                            });
-                        }
-                        BadRecordPolicy::Skip => {}
-                        BadRecordPolicy::DeadLetter(topic) => {
-                            let origin =
-                                format!("{}[{}]@{}", self.source.topic, partition, m.offset());
-                            kafka::dead_letter(
-                                &self.producer,
-                                &self.gate,
-                                topic,
-                                &origin,
-                                reason,
-                                m.key(),
-                                payloads[*i],
-                            )?;
-                        }
-                    }
-                }
-                let Some(values) = decoded.batch else {
-                    if let Some(&s) = slot.get(&partition) {
-                        tracker.observe(s, None, now);
-                    }
+            for SplitBatch { split, batch } in polled.drain(..) {
+                let Some(batch) = batch else {
+                    tracker.observe(split, None, now);
                     continue;
                 };
-                let rows: Vec<&BorrowedMessage<'_>> = match &decoded.rows {
-                    None => live,
-                    Some(r) => r.iter().map(|&i| live[i]).collect(),
-                };
-                let batch = assemble(&self.source, &values, &rows, partition)?;
                 let candidate = match &self.source.watermark {
                     Some(expr) => match expr
                         .evaluate(&batch)
@@ -221,6 +141,8 @@ impl SourceTask {
                         .and_then(|wm| event_times(&wm))
                     {
                         Ok(times) => max(&times),
+                        // e.g. an event time so far out that `ts - INTERVAL` overflows: this
+                        // batch does not move the watermark; the window operators drop such rows
                         Err(e) => {
                             tracing::warn!(pipeline = %self.pipeline, "WATERMARK expression: {e}");
                             None
@@ -231,13 +153,11 @@ impl SourceTask {
                 // as v1: the pipeline's watermark before this batch decides lateness
                 let current = self.watermarks.global();
                 self.chain.process_from(0, batch, current, None, &mut out)?;
-                if let Some(&s) = slot.get(&partition) {
-                    tracker.observe(s, candidate, now);
-                }
+                tracker.observe(split, candidate, now);
                 let batches = std::mem::take(&mut out);
                 self.emit(batches)?;
             }
-            drop(messages);
+
             tracker.advance(now);
             let wm = tracker.current();
             let idle = tracker.all_idle(now);
