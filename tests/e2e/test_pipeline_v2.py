@@ -407,3 +407,21 @@ def test_the_v1_runtime_stays_selectable_for_comparison(kappa):
         "SET 'execution.runtime' = 'v1'", totals_ddl("totals", unique("t")),
         "INSERT INTO totals SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction"]))
     assert status == 400 and "v1 runtime" in body["error"], body
+
+
+def test_key_fields_prefix_is_left_out_of_the_message_key(kappa):
+    src, out = unique("bids"), unique("keyed")
+    create_topics(kappa, {src: PARTITIONS, out: 1})
+    bids = feed_bids(kappa, src, 61, n=50, sentinel=False)
+    sql(kappa, ";\n".join([
+        bids_ddl("bids", src, watermark=False),
+        f"CREATE TABLE keyed (k_auction BIGINT, price BIGINT) WITH ('connector' = 'kafka', "
+        f"'topic' = '{out}', 'format' = 'json', 'key.format' = 'json', 'key.fields' = 'k_auction', "
+        f"'key.fields-prefix' = 'k_', 'value.fields-include' = 'EXCEPT_KEY')",
+        "INSERT INTO keyed SELECT auction, price FROM bids"]))
+    from test_sql import read_topic
+    msgs = read_topic(kappa, out, expected=len(bids), timeout=60)
+    assert len(msgs) == len(bids)
+    got = sorted((json.loads(m.key())["auction"], json.loads(m.value())["price"]) for m in msgs)
+    assert got == sorted((b["auction"], b["price"]) for b in bids)
+    assert all(set(json.loads(m.value())) == {"price"} for m in msgs)

@@ -587,6 +587,7 @@ impl SqlService {
             key,
             event_time_column,
             upsert: sink.connector.upsert,
+            key_prefix: sink.connector.key_fields_prefix.clone(),
         };
         let group_id = source
             .connector
@@ -594,6 +595,12 @@ impl SqlService {
             .clone()
             .unwrap_or_else(|| format!("kappa-pipeline-{id}"));
         if settings.runtime == "v1" {
+            if sink_spec.key_prefix.is_some() {
+                return Err(SqlError::new(
+                    "the v1 runtime does not write 'key.fields-prefix' keys: use the v2 runtime",
+                    at,
+                ));
+            }
             let ops = ops
                 .iter()
                 .map(|o| o.to_v1())

@@ -87,6 +87,8 @@ pub struct SinkSpec {
     pub event_time_column: Option<usize>,
     /// `upsert-kafka`: the input is an updating stream; deletes become tombstones.
     pub upsert: bool,
+    /// `'key.fields-prefix'`: the key columns' names carry it; the message key does not.
+    pub key_prefix: Option<String>,
 }
 
 pub struct PipelineRun {

@@ -227,6 +227,8 @@ pub(crate) struct SinkWriter {
     keys: Encoded,
     metrics: Arc<PipelineMetrics>,
     runtime: Arc<super::RuntimeControl>,
+    /// The key columns under the names the message key uses (`'key.fields-prefix'` removed).
+    key_schema: Option<datafusion::arrow::datatypes::SchemaRef>,
 }
 
 impl SinkWriter {
@@ -237,7 +239,22 @@ impl SinkWriter {
         metrics: Arc<PipelineMetrics>,
         runtime: Arc<super::RuntimeControl>,
     ) -> Self {
+        let key_schema = match (&spec.key, &spec.key_prefix) {
+            (Some((_, cols)), Some(prefix)) => {
+                Some(Arc::new(datafusion::arrow::datatypes::Schema::new(
+                    cols.iter()
+                        .map(|&c| {
+                            let f = spec.schema.field(c);
+                            let name = f.name().strip_prefix(prefix.as_str()).unwrap_or(f.name());
+                            f.clone().with_name(name)
+                        })
+                        .collect::<Vec<_>>(),
+                )))
+            }
+            _ => None,
+        };
         SinkWriter {
+            key_schema,
             value_encoder: RecordEncoder::new(spec.format, spec.csv_delimiter),
             key_encoder: spec
                 .key
@@ -276,7 +293,17 @@ impl SinkWriter {
         self.value_encoder
             .encode(&batch, &self.spec.value_columns, &mut self.values)?;
         if let (Some(enc), Some((_, cols))) = (&self.key_encoder, &self.spec.key) {
-            enc.encode(&batch, cols, &mut self.keys)?;
+            match &self.key_schema {
+                Some(schema) => {
+                    let key_batch = RecordBatch::try_new(
+                        schema.clone(),
+                        cols.iter().map(|&c| batch.column(c).clone()).collect(),
+                    )?;
+                    let all: Vec<usize> = (0..cols.len()).collect();
+                    enc.encode(&key_batch, &all, &mut self.keys)?;
+                }
+                None => enc.encode(&batch, cols, &mut self.keys)?,
+            }
         }
         let mut written = 0u64;
         for i in 0..self.values.len() {
