@@ -55,6 +55,9 @@ def transact(producer, consumer, msgs, out_topic, transform, commit, on_event=la
         producer.commit_transaction(timeout)
         on_event("committed")
     else:
+        # the records reach the broker before the abort (librdkafka would otherwise drop the
+        # ones still in its queue, and an abort would write nothing to abort)
+        assert producer.flush(timeout) == 0, "the transaction's records were not delivered"
         on_event("abort-call")
         producer.abort_transaction(timeout)
         on_event("aborted")
